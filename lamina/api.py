@@ -1,0 +1,130 @@
+"""`Model`: fit / evaluate / predict / save, and `load`. Thin: the work is done in data.py,
+model.py, train.py and artifact.py."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from lamina import artifact, features, train
+from lamina.config import Config, load_config
+from lamina.data import check_columns, read_table, rows_to_keep, split_rows, tensors
+from lamina.errors import ArtifactError, DataError
+from lamina.model import Network
+
+
+def _frame(data: Any) -> tuple[pd.DataFrame, str]:
+    """Like read_table, but also takes one row as a dict or rows as a list of dicts."""
+    if isinstance(data, dict):
+        data = pd.DataFrame([data]) if all(not isinstance(v, (list, tuple)) for v in data.values()) \
+            else pd.DataFrame(data)
+    elif isinstance(data, list):
+        data = pd.DataFrame(data)
+    return read_table(data)
+
+
+class Model:
+    """A deep network described by a config: inputs -> hidden layers -> outputs.
+
+    Follows the scikit-learn contract: the constructor only stores the config, `fit` learns and
+    returns self, and learned state ends in an underscore (`network_`, `inputs_`, `metrics_`).
+    """
+
+    def __init__(self, config: Config | dict | str | Path):
+        self.config = load_config(config)
+
+    def fit(self, data: Any, *, output_dir: str | Path | None = None, resume: bool = False,
+            quiet: bool = False) -> "Model":
+        """Split the data, learn the preprocessing on the training rows, train, and measure on the
+        validation and test rows. With `output_dir`, checkpoints each epoch and saves the model."""
+        config = self.config
+        frame, source = _frame(data)
+        check_columns(frame, [f.name for f in config.inputs + config.outputs], source)
+        torch.manual_seed(config.training.seed)
+        inputs = [features.build(feature) for feature in config.inputs]
+        outputs = [features.build(feature) for feature in config.outputs]
+        keep = rows_to_keep(frame, inputs, outputs)
+        frame = frame[keep]
+        if frame.empty:
+            raise DataError(f"no rows of {source} are left after dropping missing targets and 'missing: drop' "
+                            f"features; check the data")
+        parts = split_rows(frame, config)
+        training_rows = frame.iloc[parts["train"]]
+        for feature in inputs + outputs:
+            feature.fit(training_rows[feature.config.name])
+        tables = {part: tensors(frame.iloc[rows], inputs, outputs) for part, rows in parts.items() if len(rows)}
+        self.inputs_, self.outputs_ = inputs, outputs
+        self.network_ = Network(inputs, outputs, config.hidden)
+        folder = Path(output_dir) if output_dir else None
+        if folder:
+            folder.mkdir(parents=True, exist_ok=True)
+        result = train.fit(self.network_, tables["train"], tables.get("validation"), outputs, config.training,
+                           checkpoint_dir=folder, resume=resume, quiet=quiet,
+                           fingerprint=self._fingerprint({part: len(rows) for part, rows in parts.items()}))
+        self.training_ = {**result, "rows": {part: int(len(rows)) for part, rows in parts.items()},
+                          "dropped_rows": int((~keep).sum()), "source": source}
+        self.metrics_ = {part: train.scores(self.network_, table, outputs) for part, table in tables.items()}
+        if folder:
+            self.save(folder)
+            (folder / train.CHECKPOINT).unlink(missing_ok=True)
+        return self
+
+    def _fingerprint(self, rows: dict) -> str:
+        learned = {"config": self.config.to_dict(), "rows": rows,
+                   "stats": [f.stats for f in self.inputs_ + self.outputs_]}
+        return hashlib.sha256(json.dumps(learned, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "network_"):
+            raise ArtifactError("this Model is not trained yet; call fit() first or lamina.load() a saved one")
+
+    def evaluate(self, data: Any) -> dict:
+        """Loss and metrics of every output on labelled data: {'loss': x, output: {metric: value}}."""
+        self._check_fitted()
+        frame, source = _frame(data)
+        check_columns(frame, [f.config.name for f in self.inputs_ + self.outputs_], source)
+        frame = frame[rows_to_keep(frame, self.inputs_, self.outputs_)]
+        if frame.empty:
+            raise DataError(f"{source} has no rows with the outputs filled in; nothing to evaluate")
+        return train.scores(self.network_, tensors(frame, self.inputs_, self.outputs_), self.outputs_)
+
+    def predict(self, data: Any) -> pd.DataFrame:
+        """Predictions for every row: one column per output, plus probabilities for classifiers."""
+        self._check_fitted()
+        frame, source = _frame(data)
+        check_columns(frame, [f.config.name for f in self.inputs_], source)
+        raw = train.predict_raw(self.network_, tensors(frame, self.inputs_))
+        columns: dict[str, Any] = {}
+        for feature in self.outputs_:
+            columns.update(feature.decode(raw[feature.config.name]))
+        return pd.DataFrame(columns, index=frame.index)
+
+    def save(self, path: str | Path) -> Path:
+        self._check_fitted()
+        return artifact.save(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Model":
+        parts = artifact.read(path)
+        model = cls(artifact.check_config(parts, path))
+        stats = parts["stats"]
+        try:
+            model.inputs_ = [features.build(c, stats["inputs"][c.name]) for c in model.config.inputs]
+            model.outputs_ = [features.build(c, stats["outputs"][c.name]) for c in model.config.outputs]
+            model.network_ = Network(model.inputs_, model.outputs_, model.config.hidden)
+            model.network_.load_state_dict(parts["weights"], strict=True)
+        except (KeyError, TypeError, RuntimeError) as error:
+            raise ArtifactError(f"'{path}' does not fit together: config, stats.json and weights disagree "
+                                f"({str(error).splitlines()[0]}); restore the original folder") from None
+        model.network_.eval()
+        model.metrics_, model.training_ = parts["metrics"], parts["training"]
+        return model
+
+
+def load(path: str | Path) -> Model:
+    """A saved model folder as a ready `Model`; checks checksums and never unpickles."""
+    return Model.load(path)

@@ -1,0 +1,191 @@
+"""The one config schema: inputs, hidden layers, outputs, training, split.
+
+Per-type options live in each data type's file (`features/<type>.py`, class `Options`); this
+file joins them with `name` and `type` into one discriminated union, validates early, and turns
+pydantic's errors into one line each that names the key and suggests a fix.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from lamina.errors import ConfigError, did_you_mean
+from lamina.features import REGISTRY, output_types
+
+STRICT = ConfigDict(extra="forbid")
+
+
+def _feature_model(type_name: str, role: str) -> type[BaseModel]:
+    options = REGISTRY[type_name].Options
+    fields: dict[str, Any] = {
+        "name": (str, Field(min_length=1, description="the column in the data")),
+        "type": (Literal[type_name], Field(description="the data type")),
+    }
+    fields.update({key: (field.annotation, field) for key, field in options.model_fields.items()})
+    if role == "output":
+        fields["weight"] = (float, Field(1.0, gt=0, description="weight of this output's loss in the total"))
+    return create_model(f"{type_name.title()}{role.title()}", __config__=STRICT, __doc__=options.__doc__, **fields)
+
+
+INPUT_MODELS = {name: _feature_model(name, "input") for name in REGISTRY}
+OUTPUT_MODELS = {name: _feature_model(name, "output") for name in output_types()}
+InputFeature = Annotated[Union[tuple(INPUT_MODELS.values())], Field(discriminator="type")]
+OutputFeature = Annotated[Union[tuple(OUTPUT_MODELS.values())], Field(discriminator="type")]
+
+
+class Hidden(BaseModel):
+    """The hidden layers between the concatenated input encodings and the output heads."""
+
+    model_config = STRICT
+    layers: int = Field(3, ge=0, le=64, description="number of hidden layers")
+    size: int = Field(256, ge=1, description="width of each hidden layer")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    activation: Literal["relu", "gelu", "silu", "tanh", "leaky_relu"] = "relu"
+    normalization: Literal["batch", "layer", "none"] = "batch"
+    residual: bool = Field(False, description="add each layer's input to its output (skip connections)")
+
+
+class EarlyStopping(BaseModel):
+    model_config = STRICT
+    patience: int = Field(5, ge=1, description="epochs without improvement before stopping")
+    metric: str = Field("loss", description="'loss' (validation loss) or '<output>.<metric>', e.g. income.roc_auc")
+
+
+class Training(BaseModel):
+    model_config = STRICT
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(256, ge=1)
+    learning_rate: float | Literal["auto"] = Field(
+        "auto", description="a number, or auto: a learning-rate range test picks it before training")
+    schedule: Literal["one_cycle", "cosine", "constant"] = "one_cycle"
+    weight_decay: float = Field(0.01, ge=0.0)
+    gradient_clip: float | None = Field(1.0, gt=0.0, description="max gradient norm; null turns clipping off")
+    early_stopping: EarlyStopping | None = Field(default_factory=EarlyStopping)
+    seed: int = 42
+
+
+class Split(BaseModel):
+    """How rows are divided into train / validation / test."""
+
+    model_config = STRICT
+    method: Literal["auto", "random", "stratified", "column"] = Field(
+        "auto", description="auto: stratified on the first output when it is binary or category, else random")
+    ratios: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="train, validation, test")
+    column: str | None = Field(None, description="for method: column, a column holding train/validation/test")
+    seed: int | None = Field(None, description="defaults to training.seed")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Split":
+        if abs(sum(self.ratios) - 1.0) > 1e-6 or min(self.ratios) < 0 or self.ratios[0] <= 0:
+            raise ValueError(f"split ratios must be >= 0, with train > 0, and sum to 1; got {list(self.ratios)}")
+        if self.method == "column" and not self.column:
+            raise ValueError("split method 'column' needs 'column: <name of the split column>'")
+        return self
+
+
+class Config(BaseModel):
+    """A whole model: inputs -> hidden layers -> outputs, how to train it and how to split the data."""
+
+    model_config = STRICT
+    inputs: list[InputFeature] = Field(min_length=1)
+    hidden: Hidden = Field(default_factory=Hidden)
+    outputs: list[OutputFeature] = Field(min_length=1)
+    training: Training = Field(default_factory=Training)
+    split: Split = Field(default_factory=Split)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Config":
+        seen: dict[str, str] = {}
+        for role, features in (("inputs", self.inputs), ("outputs", self.outputs)):
+            for position, feature in enumerate(features):
+                where = f"{role}[{position}]"
+                if feature.name in seen:
+                    raise ValueError(f"duplicate feature name '{feature.name}' at {where} (also at "
+                                     f"{seen[feature.name]}); each column may appear once")
+                seen[feature.name] = where
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def load_config(source: Config | dict | str | Path) -> Config:
+    """A Config from a Config, a dict, or a YAML file path; raises ConfigError with a precise message."""
+    if isinstance(source, Config):
+        return source
+    origin = ""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}' does not exist; pass a YAML file, a dict or a lamina.Config")
+        origin = f"{path}: "
+        try:
+            source = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    if not isinstance(source, dict):
+        raise ConfigError(f"{origin}a config must be a mapping with keys inputs, outputs (and hidden, "
+                          f"training, split); got {type(source).__name__}")
+    try:
+        return Config.model_validate(source)
+    except ValidationError as error:
+        raise ConfigError(origin + "\n".join(_explain(item, source) for item in error.errors())) from None
+
+
+def _feature_label(raw: dict, loc: tuple) -> str:
+    """'inputs[0] (age)' for a location inside a feature list."""
+    try:
+        name = raw[loc[0]][loc[1]].get("name")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        name = None
+    return f"{loc[0]}[{loc[1]}]" + (f" ('{name}')" if name else "")
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    """The keys valid at the parent of `loc` (for did-you-mean on unknown keys)."""
+    if loc[0] in ("inputs", "outputs") and len(loc) >= 3:
+        models = INPUT_MODELS if loc[0] == "inputs" else OUTPUT_MODELS
+        return list(models[loc[2]].model_fields) if loc[2] in models else []
+    model: Any = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = getattr(field, "annotation", None)
+        candidates = [arg for arg in getattr(annotation, "__args__", ()) if isinstance(arg, type)]
+        model = annotation if isinstance(annotation, type) else (candidates[0] if candidates else None)
+        if model is None or not issubclass(model, BaseModel):
+            return []
+    return list(model.model_fields)
+
+
+def _explain(item: dict, raw: dict) -> str:
+    loc, kind, value = tuple(item["loc"]), item["type"], item.get("input")
+    in_feature = loc and loc[0] in ("inputs", "outputs") and len(loc) >= 2 and isinstance(loc[1], int)
+    where = _feature_label(raw, loc) if in_feature else ".".join(str(part) for part in loc) or "config"
+    if kind == "extra_forbidden":
+        key = loc[-1]
+        allowed = _allowed_keys(loc)
+        if in_feature and len(loc) >= 4:
+            return (f"unknown key '{key}' for {loc[2]} feature {where}"
+                    f"{did_you_mean(key, [k for k in allowed if k not in ('name', 'type')])}")
+        parent = ".".join(str(part) for part in loc[:-1]) or "the config"
+        return f"unknown key '{key}' in {parent}{did_you_mean(key, allowed)}"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        tag = (value or {}).get("type") if isinstance(value, dict) else None
+        if tag is None:
+            return f"{where}: missing 'type'; set one of: {', '.join(REGISTRY)}"
+        if loc[0] == "outputs" and tag in REGISTRY:
+            return (f"{where}: type '{tag}' cannot be an output; output types are: "
+                    f"{', '.join(output_types())}")
+        choices = list(REGISTRY) if loc[0] == "inputs" else output_types()
+        return f"{where}: unknown type '{tag}'{did_you_mean(tag, choices)}"
+    if kind == "missing":
+        return f"{where}: missing required key" if not in_feature else \
+            f"{where}: missing required key '{loc[-1]}'"
+    key = f"{where}.{loc[-1]}" if in_feature and len(loc) >= 4 else where
+    message = item["msg"].removeprefix("Value error, ")
+    return f"{key}: {message} (got {value!r})" if kind != "value_error" else f"{key}: {message}"

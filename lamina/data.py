@@ -1,0 +1,140 @@
+"""Reading tables (CSV, Parquet, JSON lines, DataFrames, named data sets), splitting them, and
+turning columns into model-ready tensors and batches."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.model_selection import train_test_split
+
+from lamina.config import Config, Split
+from lamina.errors import DataError, did_you_mean
+from lamina.features.common import missing_mask
+
+READERS = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet",
+           ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
+               "val": "validation", "dev": "validation", "test": "test", "testing": "test"}
+
+
+def read_table(data: Any) -> tuple[pd.DataFrame, str]:
+    """A DataFrame and a label for messages, from a DataFrame, a file path, or a named data set."""
+    if isinstance(data, pd.DataFrame):
+        return data, "the DataFrame"
+    if not isinstance(data, (str, Path)):
+        raise DataError(f"data must be a pandas DataFrame or a path to a CSV/Parquet/JSONL file; "
+                        f"got {type(data).__name__}")
+    path = Path(data)
+    if not path.exists():
+        from lamina import datasets  # a bare name such as 'adult' means a named data set
+
+        if str(data) in datasets.names():
+            return datasets.load(str(data)), f"data set '{data}'"
+        raise DataError(f"data file '{path}' does not exist; give a CSV, Parquet or JSONL file, or a data set "
+                        f"name ({', '.join(datasets.names())})")
+    suffixes = [suffix for suffix in path.suffixes if suffix.lower() in READERS]
+    if path.is_dir() or not suffixes:
+        raise DataError(f"cannot read '{path}': expected a file ending in {', '.join(sorted(READERS))}")
+    kind = READERS[suffixes[-1].lower()]
+    try:
+        if kind == "parquet":
+            frame = pd.read_parquet(path)
+        elif kind == "jsonl":
+            frame = pd.read_json(path, lines=True)
+        else:
+            frame = pd.read_csv(path, sep="\t" if kind == "tsv" else ",", skipinitialspace=True)
+    except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot read '{path}' as {kind}: {str(error).splitlines()[0]}") from None
+    if frame.empty:
+        raise DataError(f"'{path}' has no rows")
+    return frame, f"'{path}'"
+
+
+def check_columns(frame: pd.DataFrame, names: list[str], source: str, role: str = "the config") -> None:
+    """Every column the config names must be in the data."""
+    columns = [str(column) for column in frame.columns]
+    for name in names:
+        if name not in frame.columns:
+            raise DataError(f"column '{name}' named in {role} is not in {source}{did_you_mean(name, columns)}")
+
+
+def split_rows(frame: pd.DataFrame, config: Config) -> dict[str, np.ndarray]:
+    """Positions of the train / validation / test rows, reproducible for a given seed."""
+    split: Split = config.split
+    seed = config.training.seed if split.seed is None else split.seed
+    positions = np.arange(len(frame))
+    if split.method == "column":
+        check_columns(frame, [split.column], "the data", "split.column")
+        names = frame[split.column].astype(str).str.strip().str.lower()
+        unknown = sorted(set(names) - set(SPLIT_NAMES))
+        if unknown:
+            raise DataError(f"split column '{split.column}' holds {unknown[:5]}; expected train, validation, test")
+        mapped = names.map(SPLIT_NAMES).to_numpy()
+        return {part: positions[mapped == part] for part in ("train", "validation", "test")}
+    first = config.outputs[0]
+    stratify = None
+    if split.method == "stratified" or (split.method == "auto" and first.type in ("binary", "category")):
+        labels = frame[first.name].astype(str).to_numpy()
+        _, counts = np.unique(labels, return_counts=True)
+        if counts.min() >= 3 or split.method == "stratified":
+            stratify = labels
+        if split.method == "stratified" and counts.min() < 3:
+            raise DataError(f"cannot stratify on '{first.name}': a class has {counts.min()} rows (at least 3 "
+                            f"needed); use split method: random")
+    train_ratio, validation_ratio, test_ratio = split.ratios
+    parts = {"train": positions, "validation": positions[:0], "test": positions[:0]}
+    rest_ratio = validation_ratio + test_ratio
+    if rest_ratio > 0:
+        parts["train"], rest = train_test_split(positions, test_size=rest_ratio, random_state=seed,
+                                                stratify=stratify)
+        if validation_ratio > 0 and test_ratio > 0:
+            rest_labels = None if stratify is None else stratify[rest]
+            try:
+                parts["validation"], parts["test"] = train_test_split(
+                    rest, test_size=test_ratio / rest_ratio, random_state=seed, stratify=rest_labels)
+            except ValueError:  # a class too rare to stratify in the held-out part
+                parts["validation"], parts["test"] = train_test_split(
+                    rest, test_size=test_ratio / rest_ratio, random_state=seed)
+        else:
+            parts["validation" if validation_ratio > 0 else "test"] = rest
+    if min(len(parts["train"]), 1) == 0:
+        raise DataError("the training split is empty; give more rows or a larger train ratio")
+    return {name: np.sort(part) for name, part in parts.items()}
+
+
+def rows_to_keep(frame: pd.DataFrame, inputs: list, outputs: list) -> np.ndarray:
+    """Rows usable for training/evaluation: targets present, and no missing value where a
+    feature says missing: drop."""
+    keep = np.ones(len(frame), dtype=bool)
+    for feature in outputs:
+        keep &= ~missing_mask(frame[feature.config.name])
+    for feature in inputs:
+        if getattr(feature.config, "missing", None) == "drop":
+            keep &= ~missing_mask(frame[feature.config.name])
+    return keep
+
+
+def tensors(frame: pd.DataFrame, inputs: list, outputs: list | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """{'inputs': {name: tensor}, 'targets': {name: tensor}} for the given rows."""
+    result = {"inputs": {f.config.name: f.transform(frame[f.config.name]) for f in inputs}, "targets": {}}
+    for feature in outputs or []:
+        result["targets"][feature.config.name] = feature.target(frame[feature.config.name])
+    return result
+
+
+def batches(table: dict[str, dict[str, torch.Tensor]], batch_size: int,
+            generator: torch.Generator | None = None) -> Iterator[dict[str, dict[str, torch.Tensor]]]:
+    """Mini-batches of a table of tensors; shuffled when a generator is given. Slicing whole
+    tensors (rather than collating rows) keeps the per-batch cost close to a hand-written loop."""
+    size = len(next(iter(table["inputs"].values())))
+    order = torch.randperm(size, generator=generator) if generator is not None else None
+    for start in range(0, size, batch_size):
+        index = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
+        yield {part: {name: tensor[index] for name, tensor in columns.items()} for part, columns in table.items()}
+
+
+def row_count(table: dict[str, dict[str, torch.Tensor]]) -> int:
+    return len(next(iter(table["inputs"].values())))

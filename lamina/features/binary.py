@@ -1,0 +1,141 @@
+"""The `binary` data type: a yes/no value in, or a probability of the positive class out."""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from sklearn import metrics as skm
+from torch import nn
+
+from lamina.errors import DataError
+from lamina.features.common import as_strings, class_weights, missing_mask, raise_if_missing
+
+CAN_BE_OUTPUT = True
+MAIN_METRIC = ("roc_auc", "max")
+TRUTHY = {"1", "true", "yes", "y", "t", "positive", "pos"}
+
+
+class Options(BaseModel):
+    """Options of a binary feature."""
+
+    model_config = ConfigDict(extra="forbid")
+    positive: str | None = Field(
+        None, description="the value that means 'true'; inferred (yes/true/1, else the later in "
+                          "sorted order) when not given")
+    missing: Literal["most_frequent", "false", "drop", "error"] = Field(
+        "most_frequent", description="how to fill missing input values; drop removes the rows while training")
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="probability above which the prediction is positive")
+    class_weights: Literal["balanced"] | dict[str, float] | None = Field(
+        None, description="loss weight per class: 'balanced' or {label: weight}")
+
+
+class Encoder(nn.Module):
+    """Input layer of a binary value: -1/+1, the fill for missing values, and a missing flag."""
+
+    def __init__(self, stats: dict):
+        super().__init__()
+        self.register_buffer("fill", torch.tensor(float(stats["fill"])))
+        self.flag_missing = bool(stats["has_missing"])
+        self.output_size = 1 + int(self.flag_missing)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,) -> (B, output_size)
+        value = torch.where(torch.isnan(x), self.fill, x) * 2.0 - 1.0
+        columns = [value, torch.isnan(x).float()] if self.flag_missing else [value]
+        return torch.stack(columns, dim=1)
+
+
+class Head(nn.Module):
+    def __init__(self, input_size: int):
+        super().__init__()
+        self.linear = nn.Linear(input_size, 1)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, H) -> (B,) logits
+        return self.linear(hidden).squeeze(1)
+
+
+class Feature:
+    def __init__(self, config):
+        self.config = config
+        self.stats: dict = {}
+
+    def fit(self, column: pd.Series) -> None:
+        name = self.config.name
+        present = column[~missing_mask(column)]
+        strings = as_strings(present)
+        values = sorted(set(strings))
+        if len(values) > 2:
+            raise DataError(
+                f"column '{name}' has {len(values)} distinct values ({', '.join(values[:5])}"
+                f"{', ...' if len(values) > 5 else ''}); binary needs at most two; use type: category")
+        positive = self.config.positive
+        if positive is not None and positive not in values:
+            raise DataError(f"positive value '{positive}' of '{name}' never occurs in the training split; "
+                            f"values are {values}")
+        if positive is None:
+            truthy = [value for value in values if value.lower() in TRUTHY]
+            positive = truthy[0] if truthy else values[-1] if values else "1"
+        negatives = [value for value in values if value != positive]
+        negative = negatives[0] if negatives else "not " + positive
+        counts = [int((strings == label).sum()) for label in (negative, positive)]
+        fill = 0.0 if self.config.missing == "false" else float(counts[1] > counts[0])
+        self.stats = {"labels": [negative, positive], "counts": counts, "fill": fill,
+                      "has_missing": bool(missing_mask(column).any())}
+
+    def _encode(self, column: pd.Series) -> np.ndarray:
+        negative, positive = self.stats["labels"]
+        lookup = {negative: 0.0, positive: 1.0}
+        encoded = as_strings(column).map(lookup).to_numpy(dtype=np.float32, na_value=np.nan, copy=True)
+        encoded[missing_mask(column)] = np.nan
+        return encoded
+
+    def transform(self, column: pd.Series) -> torch.Tensor:
+        if self.config.missing == "error":
+            raise_if_missing(column, self.config.name)
+        return torch.from_numpy(self._encode(column))  # (N,), NaN for missing or unseen values
+
+    def encoder(self) -> nn.Module:
+        return Encoder(self.stats)
+
+    def head(self, input_size: int) -> nn.Module:
+        return Head(input_size)
+
+    def target(self, column: pd.Series) -> torch.Tensor:
+        encoded = self._encode(column)
+        unseen = np.isnan(encoded)
+        if unseen.any():
+            position = int(np.argmax(unseen))
+            raise DataError(
+                f"column '{self.config.name}' row {column.index[position]}: label {column.iloc[position]!r} "
+                f"is not one of the two labels seen in training {self.stats['labels']}")
+        return torch.from_numpy(encoded)
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        weights = class_weights(self.config.class_weights, self.stats["counts"], self.stats["labels"],
+                                self.config.name)
+        per_row = None if weights is None else torch.tensor(weights)[target.long()]
+        return nn.functional.binary_cross_entropy_with_logits(output, target, weight=per_row)
+
+    def decode(self, output: torch.Tensor) -> dict:
+        probability = torch.sigmoid(output).detach().numpy()
+        labels = np.array(self.stats["labels"], dtype=object)
+        name = self.config.name
+        return {name: labels[(probability >= self.config.threshold).astype(int)],
+                f"{name}_probability": probability}
+
+    def metrics(self, target: torch.Tensor, output: torch.Tensor) -> dict[str, float]:
+        truth = target.numpy().astype(int)
+        probability = torch.sigmoid(output).detach().double().numpy()
+        predicted = (probability >= self.config.threshold).astype(int)
+        result = {
+            "accuracy": skm.accuracy_score(truth, predicted),
+            "balanced_accuracy": skm.balanced_accuracy_score(truth, predicted),
+            "f1_macro": skm.f1_score(truth, predicted, average="macro", zero_division=0),
+            "log_loss": skm.log_loss(truth, probability, labels=[0, 1]),
+        }
+        if len(np.unique(truth)) == 2:  # ranking metrics need both classes
+            result["roc_auc"] = skm.roc_auc_score(truth, probability)
+            result["pr_auc"] = skm.average_precision_score(truth, probability)
+        return {key: float(value) for key, value in result.items()}

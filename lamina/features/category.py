@@ -1,0 +1,148 @@
+"""The `category` data type: one of a set of values in (an embedding), or class probabilities out.
+
+Values never seen in training map to an unknown token at prediction time instead of failing.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from sklearn import metrics as skm
+from sklearn.preprocessing import label_binarize
+from torch import nn
+
+from lamina.errors import DataError
+from lamina.features.common import MISSING, UNKNOWN, as_strings, class_weights, missing_mask, raise_if_missing
+
+CAN_BE_OUTPUT = True
+MAIN_METRIC = ("accuracy", "max")
+
+
+class Options(BaseModel):
+    """Options of a category feature."""
+
+    model_config = ConfigDict(extra="forbid")
+    missing: Literal["category", "most_frequent", "drop", "error"] = Field(
+        "category", description="category: missing is a value of its own; drop removes the rows while training")
+    max_size: int | None = Field(None, ge=1, description="keep only the most frequent values (inputs)")
+    min_count: int = Field(1, ge=1, description="values seen fewer times map to the unknown token (inputs)")
+    embedding_size: int | None = Field(None, ge=1, description="embedding width; default grows with the vocabulary")
+    class_weights: Literal["balanced"] | dict[str, float] | None = Field(
+        None, description="loss weight per class when an output: 'balanced' or {label: weight}")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="label smoothing of the loss when an output")
+
+
+class Encoder(nn.Module):
+    def __init__(self, vocabulary_size: int, embedding_size: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocabulary_size, embedding_size)
+        with torch.no_grad():  # the unknown token gets no training rows: keep it neutral
+            self.embedding.weight[0].zero_()
+        self.output_size = embedding_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,) long -> (B, E)
+        return self.embedding(x)
+
+
+class Head(nn.Module):
+    def __init__(self, input_size: int, classes: int):
+        super().__init__()
+        self.linear = nn.Linear(input_size, classes)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, H) -> (B, K) logits
+        return self.linear(hidden)
+
+
+class Feature:
+    def __init__(self, config):
+        self.config = config
+        self.stats: dict = {}
+
+    def fit(self, column: pd.Series) -> None:
+        options = self.config
+        missing = missing_mask(column)
+        counts = as_strings(column[~missing]).value_counts()
+        counts = counts.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
+        if counts.empty:
+            raise DataError(f"column '{options.name}' has no values in the training split; "
+                            f"remove the feature or fill the column")
+        kept = counts[counts >= options.min_count]
+        kept = kept.iloc[: options.max_size] if options.max_size else kept
+        special = [UNKNOWN] + ([MISSING] if options.missing == "category" else [])
+        self.stats = {
+            "vocabulary": special + kept.index.tolist(),
+            "labels": counts.index.tolist(),  # the classes, when this is an output
+            "counts": [int(count) for count in counts.tolist()],
+        }
+
+    def transform(self, column: pd.Series) -> torch.Tensor:
+        options = self.config
+        if options.missing == "error":
+            raise_if_missing(column, options.name)
+        vocabulary = self.stats["vocabulary"]
+        index = {value: position for position, value in enumerate(vocabulary)}
+        codes = as_strings(column).map(index).fillna(0).to_numpy(dtype=np.int64, copy=True)
+        missing = missing_mask(column)
+        if options.missing == "category":
+            codes[missing] = index[MISSING]
+        else:  # most_frequent; rows of 'drop' are removed before this while training
+            codes[missing] = index.get(self.stats["labels"][0], 0)
+        return torch.from_numpy(codes)  # (N,)
+
+    def encoder(self) -> nn.Module:
+        size = self.config.embedding_size or min(64, round(1.6 * len(self.stats["vocabulary"]) ** 0.56))
+        return Encoder(len(self.stats["vocabulary"]), size)
+
+    def head(self, input_size: int) -> nn.Module:
+        return Head(input_size, len(self.stats["labels"]))
+
+    def target(self, column: pd.Series) -> torch.Tensor:
+        labels = self.stats["labels"]
+        codes = as_strings(column).map({label: i for i, label in enumerate(labels)})
+        unseen = codes.isna().to_numpy()
+        if unseen.any():
+            position = int(np.argmax(unseen))
+            raise DataError(
+                f"column '{self.config.name}' row {column.index[position]}: label {column.iloc[position]!r} "
+                f"never occurs in the training split, so the model cannot predict it; "
+                f"labels are {labels[:10]}{' ...' if len(labels) > 10 else ''}")
+        return torch.from_numpy(codes.to_numpy(dtype=np.int64))
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        weights = class_weights(self.config.class_weights, self.stats["counts"], self.stats["labels"],
+                                self.config.name)
+        return nn.functional.cross_entropy(output, target, weight=None if weights is None else torch.tensor(weights),
+                                           label_smoothing=self.config.label_smoothing)
+
+    def decode(self, output: torch.Tensor) -> dict:
+        probabilities = torch.softmax(output, dim=1).detach().numpy()
+        labels = np.array(self.stats["labels"], dtype=object)
+        name = self.config.name
+        decoded = {name: labels[probabilities.argmax(axis=1)], f"{name}_probability": probabilities.max(axis=1)}
+        for position, label in enumerate(self.stats["labels"]):
+            decoded[f"{name}_probability_{label}"] = probabilities[:, position]
+        return decoded
+
+    def metrics(self, target: torch.Tensor, output: torch.Tensor) -> dict[str, float]:
+        truth = target.numpy()
+        probabilities = torch.softmax(output.detach().double(), dim=1).numpy()
+        predicted = probabilities.argmax(axis=1)
+        classes = list(range(probabilities.shape[1]))
+        result = {
+            "accuracy": skm.accuracy_score(truth, predicted),
+            "balanced_accuracy": skm.balanced_accuracy_score(truth, predicted),
+            "f1_macro": skm.f1_score(truth, predicted, average="macro", labels=np.unique(truth), zero_division=0),
+            "log_loss": skm.log_loss(truth, probabilities, labels=classes),
+        }
+        present = np.unique(truth)
+        if len(present) >= 2:  # one-vs-rest ranking metrics over the classes present in the truth
+            onehot = label_binarize(truth, classes=classes)
+            if onehot.shape[1] == 1:  # label_binarize collapses two classes to one column
+                onehot = np.hstack([1 - onehot, onehot])
+            result["roc_auc"] = np.mean([skm.roc_auc_score(onehot[:, k], probabilities[:, k]) for k in present])
+            result["pr_auc"] = np.mean([skm.average_precision_score(onehot[:, k], probabilities[:, k])
+                                        for k in present])
+        return {key: float(value) for key, value in result.items()}

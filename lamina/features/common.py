@@ -1,0 +1,74 @@
+"""Helpers shared by the data type files: missing values, label vocabularies, class weights."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lamina.errors import DataError
+
+UNKNOWN = "<unknown>"
+MISSING = "<missing>"
+
+
+def missing_mask(column: pd.Series) -> np.ndarray:
+    """True where a value is missing: NaN, None or an empty/blank string."""
+    mask = column.isna().to_numpy().copy()
+    if column.dtype == object or pd.api.types.is_string_dtype(column):
+        blank = column.map(lambda value: isinstance(value, str) and value.strip() == "")
+        mask |= blank.to_numpy(dtype=bool)
+    return mask
+
+
+def raise_if_missing(column: pd.Series, feature_name: str) -> None:
+    """The 'missing: error' strategy: name the first row with a missing value."""
+    mask = missing_mask(column)
+    if mask.any():
+        row = column.index[int(np.argmax(mask))]
+        raise DataError(
+            f"column '{feature_name}' row {row}: missing value and the feature says missing: error; "
+            f"fill the value or choose another missing strategy (e.g. missing: drop)"
+        )
+
+
+def as_strings(column: pd.Series) -> pd.Series:
+    """Values as stripped strings (vectorised); integral floats print without '.0' so 1 and 1.0 agree."""
+    if pd.api.types.is_bool_dtype(column):
+        return column.astype(str)
+    if pd.api.types.is_numeric_dtype(column):
+        present = column.dropna()
+        if pd.api.types.is_float_dtype(column) and (present == present.round()).all():
+            return column.astype("Int64").astype(str)
+        return column.astype(str)
+    return column.astype(str).str.strip()
+
+
+def vocabulary(values: Iterable[str], max_size: int | None, min_count: int) -> list[str]:
+    """Values ordered by frequency (ties by value), cut by count and size."""
+    counts = Counter(values)
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    kept = [value for value, count in ordered if count >= min_count]
+    return kept[:max_size] if max_size else kept
+
+
+def class_weights(setting: Any, counts: list[int], labels: list[str], feature_name: str) -> list[float] | None:
+    """None, 'balanced' (n / (k * count)) or a mapping label -> weight, as a list in label order."""
+    if setting is None:
+        return None
+    if setting == "balanced":
+        total, k = sum(counts), len(counts)
+        return [total / (k * max(count, 1)) for count in counts]
+    unknown = set(setting) - set(labels)
+    if unknown:
+        raise DataError(
+            f"class_weights of '{feature_name}' name labels never seen in training: "
+            f"{sorted(unknown)}; labels are {labels}"
+        )
+    return [float(setting.get(label, 1.0)) for label in labels]
+
+
+def to_float_tensor(values: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))

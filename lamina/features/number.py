@@ -1,0 +1,190 @@
+"""The `number` data type: a real value in, or a real value out (regression).
+
+Normalisation and missing-value filling run inside the encoder module (torch), so training,
+export and serving share one implementation.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from sklearn import metrics as skm
+from torch import nn
+
+from lamina.errors import DataError
+from lamina.features.common import missing_mask, raise_if_missing, to_float_tensor
+
+CAN_BE_OUTPUT = True
+MAIN_METRIC = ("rmse", "min")  # (metric, better direction) used for early stopping and comparisons
+
+
+class Options(BaseModel):
+    """Options of a number feature."""
+
+    model_config = ConfigDict(extra="forbid")
+    normalize: Literal["zscore", "minmax", "log", "none"] = Field(
+        "zscore", description="zscore, minmax, log (sign*log1p then zscore, for heavy tails) or none")
+    encoding: Literal["plain", "bins"] = Field(
+        "bins", description="plain: the normalised value; bins: piecewise-linear encoding over "
+                            "quantile bins fitted on the training split (helps MLPs on tabular data)")
+    bins: int = Field(16, ge=2, le=256, description="number of quantile bins for encoding: bins")
+    missing: Literal["mean", "median", "constant", "drop", "error"] = Field(
+        "mean", description="how to fill missing values; drop removes the rows while training")
+    fill_value: float = Field(0.0, description="the value used by missing: constant")
+    loss: Literal["mse", "huber", "mae"] = Field("mse", description="loss when this is an output")
+
+
+def parse(column: pd.Series, name: str) -> np.ndarray:
+    """Floats with NaN for missing; a value that is present but not a number is an error."""
+    numbers = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.isnan(numbers) & ~missing_mask(column)
+    if bad.any():
+        position = int(np.argmax(bad))
+        raise DataError(
+            f"column '{name}' row {column.index[position]}: {column.iloc[position]!r} is not a number; "
+            f"fix the value or declare the column with another type (e.g. type: category)"
+        )
+    if np.isinf(numbers).any():
+        position = int(np.argmax(np.isinf(numbers)))
+        raise DataError(f"column '{name}' row {column.index[position]}: infinite value; replace it")
+    return numbers
+
+
+def _log(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.log1p(torch.abs(x))
+
+
+class Normalize(nn.Module):
+    """Fill missing values, then scale: the numeric preprocessing, written once, in torch."""
+
+    def __init__(self, stats: dict, normalize: str):
+        super().__init__()
+        self.normalize = normalize
+        self.register_buffer("fill", torch.tensor(float(stats["fill"])))
+        self.register_buffer("shift", torch.tensor(float(stats["shift"])))
+        self.register_buffer("scale", torch.tensor(float(stats["scale"])))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,) -> (B,)
+        x = torch.where(torch.isnan(x), self.fill, x)
+        if self.normalize == "log":
+            x = _log(x)
+        return (x - self.shift) / self.scale
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        x = z * self.scale + self.shift
+        return torch.sign(x) * torch.expm1(torch.abs(x)) if self.normalize == "log" else x
+
+
+class Encoder(nn.Module):
+    """Input layer of a number: normalised value, or piecewise-linear bins, plus a missing flag."""
+
+    def __init__(self, options: Options, stats: dict):
+        super().__init__()
+        self.normalize = Normalize(stats, options.normalize)
+        self.flag_missing = bool(stats["has_missing"])
+        edges = torch.tensor(stats["edges"], dtype=torch.float32) if options.encoding == "bins" else None
+        self.register_buffer("left", edges[:-1] if edges is not None else None)
+        self.register_buffer("width", (edges[1:] - edges[:-1]).clamp_min(1e-9) if edges is not None else None)
+        width = len(stats["edges"]) - 1 if edges is not None else 1
+        self.output_size = width + int(self.flag_missing)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,) -> (B, output_size)
+        z = self.normalize(x)
+        if self.left is None:
+            encoded = z.unsqueeze(1)  # (B, 1)
+        else:
+            ratio = (z.unsqueeze(1) - self.left) / self.width  # (B, bins)
+            if ratio.shape[1] == 1:
+                encoded = ratio
+            else:  # first bin open below, last open above (Gorishniy et al. 2022)
+                encoded = torch.cat([ratio[:, :1].clamp(max=1.0), ratio[:, 1:-1].clamp(0.0, 1.0),
+                                     ratio[:, -1:].clamp(min=0.0)], dim=1)
+        if self.flag_missing:
+            encoded = torch.cat([encoded, torch.isnan(x).float().unsqueeze(1)], dim=1)
+        return encoded
+
+
+class Head(nn.Module):
+    def __init__(self, input_size: int):
+        super().__init__()
+        self.linear = nn.Linear(input_size, 1)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, H) -> (B,)
+        return self.linear(hidden).squeeze(1)
+
+
+class Feature:
+    def __init__(self, config):
+        self.config = config
+        self.stats: dict = {}
+
+    def fit(self, column: pd.Series) -> None:
+        options = self.config
+        values = parse(column, options.name)
+        present = values[~np.isnan(values)]
+        if present.size == 0:
+            raise DataError(f"column '{options.name}' has no values in the training split; "
+                            f"remove the feature or fill the column")
+        fill = {"mean": present.mean(), "median": np.median(present),
+                "constant": options.fill_value}.get(options.missing, present.mean())
+        scaled = np.sign(present) * np.log1p(np.abs(present)) if options.normalize == "log" else present
+        if options.normalize in ("zscore", "log"):
+            shift, scale = scaled.mean(), scaled.std()
+        elif options.normalize == "minmax":
+            shift, scale = scaled.min(), scaled.max() - scaled.min()
+        else:
+            shift, scale = 0.0, 1.0
+        scale = scale if scale > 1e-12 else 1.0
+        quantiles = np.quantile((scaled - shift) / scale, np.linspace(0, 1, options.bins + 1))
+        edges = np.unique(quantiles)
+        if edges.size < 2:
+            edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
+        self.stats = {
+            "fill": float(fill), "shift": float(shift), "scale": float(scale),
+            "mean": float(present.mean()), "std": float(present.std()),
+            "min": float(present.min()), "max": float(present.max()),
+            "edges": [float(edge) for edge in edges],
+            "has_missing": bool(np.isnan(values).any()),
+        }
+
+    def transform(self, column: pd.Series) -> torch.Tensor:
+        if self.config.missing == "error":
+            raise_if_missing(column, self.config.name)
+        return to_float_tensor(parse(column, self.config.name))  # (N,), NaN where missing
+
+    def encoder(self) -> nn.Module:
+        return Encoder(self.config, self.stats)
+
+    # --- as an output: regression in normalised units, decoded back to the user's units ---
+    def head(self, input_size: int) -> nn.Module:
+        return Head(input_size)
+
+    def target(self, column: pd.Series) -> torch.Tensor:
+        return to_float_tensor(parse(column, self.config.name))
+
+    def _normalize(self) -> Normalize:
+        return Normalize(self.stats, self.config.normalize)
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        goal = self._normalize()(target)
+        if self.config.loss == "huber":
+            return nn.functional.huber_loss(output, goal)
+        if self.config.loss == "mae":
+            return nn.functional.l1_loss(output, goal)
+        return nn.functional.mse_loss(output, goal)
+
+    def decode(self, output: torch.Tensor) -> dict:
+        return {self.config.name: self._normalize().inverse(output).detach().numpy()}
+
+    def metrics(self, target: torch.Tensor, output: torch.Tensor) -> dict[str, float]:
+        truth = target.numpy()
+        predicted = self.decode(output)[self.config.name]
+        return {
+            "rmse": float(np.sqrt(skm.mean_squared_error(truth, predicted))),
+            "mae": float(skm.mean_absolute_error(truth, predicted)),
+            "r2": float(skm.r2_score(truth, predicted)),
+        }
+

@@ -1,0 +1,147 @@
+"""The `set` data type: a set of labels per row (multi-label), as input or output.
+
+A cell holds a list/tuple/set of labels or a delimited string ("drama|comedy").
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from sklearn import metrics as skm
+from torch import nn
+
+from lamina.errors import DataError
+from lamina.features.common import missing_mask, raise_if_missing, to_float_tensor
+
+CAN_BE_OUTPUT = True
+MAIN_METRIC = ("f1_micro", "max")
+
+
+class Options(BaseModel):
+    """Options of a set feature."""
+
+    model_config = ConfigDict(extra="forbid")
+    delimiter: str = Field(",", min_length=1, description="separator between labels in a text cell")
+    missing: Literal["empty", "drop", "error"] = Field(
+        "empty", description="empty: a missing cell is the empty set; drop removes the rows while training")
+    max_size: int | None = Field(None, ge=1, description="keep only the most frequent labels")
+    min_count: int = Field(1, ge=1, description="labels seen fewer times are ignored")
+    embedding_size: int | None = Field(None, ge=1, description="width of the input layer; default grows with the labels")
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="probability above which a label is predicted")
+    class_weights: Literal["balanced"] | None = Field(
+        None, description="balanced: weigh each label's positives by its negatives/positives ratio")
+
+
+def split_labels(column: pd.Series, delimiter: str) -> list[list[str]]:
+    """Each cell as a list of label strings; missing cells are empty lists."""
+    missing = missing_mask(column) if len(column) else np.zeros(0, dtype=bool)
+    rows = []
+    for value, gone in zip(column.tolist(), missing):
+        if gone:
+            rows.append([])
+        elif isinstance(value, (list, tuple, set, frozenset, np.ndarray)):
+            rows.append([str(label).strip() for label in value if str(label).strip()])
+        else:
+            rows.append([label.strip() for label in str(value).split(delimiter) if label.strip()])
+    return rows
+
+
+class Encoder(nn.Module):
+    """A bag of label embeddings: multi-hot times a weight matrix (the sum of the labels' vectors)."""
+
+    def __init__(self, labels: int, embedding_size: int):
+        super().__init__()
+        self.bag = nn.Linear(labels, embedding_size, bias=False)
+        self.output_size = embedding_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L) multi-hot -> (B, E)
+        return self.bag(x)
+
+
+class Head(nn.Module):
+    def __init__(self, input_size: int, labels: int):
+        super().__init__()
+        self.linear = nn.Linear(input_size, labels)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, H) -> (B, L) logits
+        return self.linear(hidden)
+
+
+class Feature:
+    def __init__(self, config):
+        self.config = config
+        self.stats: dict = {}
+
+    def fit(self, column: pd.Series) -> None:
+        options = self.config
+        rows = split_labels(column, options.delimiter)
+        counts = Counter(label for row in rows for label in set(row))
+        ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        kept = [(label, count) for label, count in ordered if count >= options.min_count]
+        kept = kept[: options.max_size] if options.max_size else kept
+        if not kept:
+            raise DataError(f"column '{options.name}' has no labels in the training split; "
+                            f"check the delimiter (now {options.delimiter!r}) or remove the feature")
+        self.stats = {"labels": [label for label, _ in kept], "counts": [count for _, count in kept],
+                      "rows": len(rows)}
+
+    def _multi_hot(self, column: pd.Series) -> np.ndarray:
+        index = {label: position for position, label in enumerate(self.stats["labels"])}
+        encoded = np.zeros((len(column), len(index)), dtype=np.float32)
+        for row, labels in enumerate(split_labels(column, self.config.delimiter)):
+            for label in labels:
+                if label in index:  # labels never seen in training are ignored
+                    encoded[row, index[label]] = 1.0
+        return encoded
+
+    def transform(self, column: pd.Series) -> torch.Tensor:
+        if self.config.missing == "error":
+            raise_if_missing(column, self.config.name)
+        return to_float_tensor(self._multi_hot(column))  # (N, L)
+
+    def encoder(self) -> nn.Module:
+        size = self.config.embedding_size or min(64, round(1.6 * len(self.stats["labels"]) ** 0.56) + 1)
+        return Encoder(len(self.stats["labels"]), size)
+
+    def head(self, input_size: int) -> nn.Module:
+        return Head(input_size, len(self.stats["labels"]))
+
+    def target(self, column: pd.Series) -> torch.Tensor:
+        return to_float_tensor(self._multi_hot(column))
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        weight = None
+        if self.config.class_weights == "balanced":
+            positives = torch.tensor(self.stats["counts"], dtype=torch.float32)
+            weight = (self.stats["rows"] - positives).clamp_min(1.0) / positives
+        return nn.functional.binary_cross_entropy_with_logits(output, target, pos_weight=weight)
+
+    def decode(self, output: torch.Tensor) -> dict:
+        probabilities = torch.sigmoid(output).detach().numpy()
+        labels = self.stats["labels"]
+        chosen = probabilities >= self.config.threshold
+        name = self.config.name
+        decoded = {name: np.array([self.config.delimiter.join(label for label, on in zip(labels, row) if on)
+                                   for row in chosen], dtype=object)}
+        for position, label in enumerate(labels):
+            decoded[f"{name}_probability_{label}"] = probabilities[:, position]
+        return decoded
+
+    def metrics(self, target: torch.Tensor, output: torch.Tensor) -> dict[str, float]:
+        truth = target.numpy().astype(int)
+        predicted = (torch.sigmoid(output).detach().numpy() >= self.config.threshold).astype(int)
+        result = {
+            "subset_accuracy": skm.accuracy_score(truth, predicted),
+            "f1_micro": skm.f1_score(truth, predicted, average="micro", zero_division=0),
+            "f1_macro": skm.f1_score(truth, predicted, average="macro", zero_division=0),
+            "jaccard_samples": skm.jaccard_score(truth, predicted, average="samples", zero_division=0),
+            "hamming_loss": skm.hamming_loss(truth, predicted),
+        }
+        per_label = skm.f1_score(truth, predicted, average=None, zero_division=0)
+        for label, score in zip(self.stats["labels"], per_label):
+            result[f"f1_{label}"] = score
+        return {key: float(value) for key, value in result.items()}

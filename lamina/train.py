@@ -1,0 +1,230 @@
+"""The training loop, top to bottom: learning-rate range test, AdamW with a one-cycle or cosine
+schedule, gradient clipping, early stopping with the best weights restored, atomic checkpoints
+after every epoch, and resume."""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from lamina.config import Training
+from lamina.data import batches, row_count
+from lamina.errors import ArtifactError, ConfigError
+from lamina.metrics import LOWER_IS_BETTER
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def batch_loss(network, batch, outputs) -> torch.Tensor:
+    predictions = network(batch["inputs"])
+    return sum(feature.config.weight * feature.loss(predictions[feature.config.name],
+                                                    batch["targets"][feature.config.name])
+               for feature in outputs)
+
+
+@torch.no_grad()
+def predict_raw(network, table, batch_size: int = 4096) -> dict[str, torch.Tensor]:
+    """The network's raw outputs (logits, normalised values) for every row of a table."""
+    network.eval()
+    parts = [network(batch["inputs"]) for batch in batches(table, batch_size)]
+    return {name: torch.cat([part[name] for part in parts]) for name in network.output_names}
+
+
+def scores(network, table, outputs) -> dict:
+    """Loss and metrics of every output on a table: {'loss': x, '<output>': {metric: value}}."""
+    raw = predict_raw(network, table)
+    with torch.no_grad():
+        loss = sum(f.config.weight * f.loss(raw[f.config.name], table["targets"][f.config.name]) for f in outputs)
+    result = {"loss": float(loss)}
+    for feature in outputs:
+        result[feature.config.name] = feature.metrics(table["targets"][feature.config.name], raw[feature.config.name])
+    return result
+
+
+def find_learning_rate(network, table, outputs, training: Training) -> tuple[float, dict]:
+    """A learning-rate range test (Smith 2015; fastai's lr_find): raise the rate exponentially
+    over a short run, then pick a tenth of the rate at the lowest smoothed loss."""
+    state = copy.deepcopy(network.state_dict())
+    steps = 100
+    rates = np.geomspace(1e-6, 1.0, steps)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=rates[0], weight_decay=training.weight_decay)
+    generator = torch.Generator().manual_seed(training.seed)
+    network.train()
+    tried, losses, smooth, best = [], [], 0.0, math.inf
+    stream = (batch for _ in range(steps) for batch in batches(table, training.batch_size, generator))
+    for step, (rate, batch) in enumerate(zip(rates, stream)):
+        if row_count(batch) < 2:
+            continue
+        for group in optimizer.param_groups:
+            group["lr"] = float(rate)
+        loss = batch_loss(network, batch, outputs)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        smooth = 0.9 * smooth + 0.1 * loss.item()
+        value = smooth / (1 - 0.9 ** (step + 1))
+        if not math.isfinite(value) or value > 4 * best:
+            break
+        best = min(best, value)
+        tried.append(float(rate))
+        losses.append(value)
+    network.load_state_dict(state)
+    if not losses:
+        return 1e-3, {"rates": tried, "losses": losses}
+    chosen = tried[int(np.argmin(losses))] / 10
+    return float(min(max(chosen, 1e-5), 0.1)), {"rates": tried, "losses": losses}
+
+
+def make_scheduler(optimizer, training: Training, learning_rate: float, total_steps: int):
+    if training.schedule == "one_cycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=total_steps,
+                                                   pct_start=0.25)
+    if training.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    return None
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write-then-rename, so a kill at any moment leaves the previous checkpoint intact."""
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def load_checkpoint(path: Path, fingerprint: str) -> dict:
+    if not path.is_file():
+        raise ArtifactError(f"nothing to resume: no checkpoint at '{path}'; train without --resume")
+    try:
+        state = torch.load(path, weights_only=True)  # never unpickles arbitrary objects
+    except Exception as error:  # torch raises many types for a damaged file
+        raise ArtifactError(f"checkpoint '{path}' is damaged ({type(error).__name__}); delete it and "
+                            f"train without --resume") from None
+    if state.get("fingerprint") != fingerprint:
+        raise ArtifactError(f"checkpoint '{path}' belongs to another config or data; train without --resume "
+                            f"or restore the original config and data")
+    return state
+
+
+def improved(score: float, best: float | None, metric: str) -> bool:
+    if best is None:
+        return True
+    return score < best if metric.split(".")[-1] in LOWER_IS_BETTER else score > best
+
+
+def monitored(result: dict, metric: str) -> float:
+    if metric == "loss":
+        return result["loss"]
+    output, _, name = metric.partition(".")
+    available = [f"{o}.{m}" for o, values in result.items() if isinstance(values, dict) for m in values]
+    if output not in result or name not in result[output]:
+        raise ConfigError(f"training.early_stopping.metric: '{metric}' is not measured; choose 'loss' or one "
+                          f"of: {', '.join(available)}")
+    return result[output][name]
+
+
+def fit(network, train_table, validation_table, outputs, training: Training, *,
+        checkpoint_dir: Path | None = None, resume: bool = False, quiet: bool = False,
+        fingerprint: str = "") -> dict:
+    """Train `network` in place; returns the history and what was decided along the way."""
+    has_validation = validation_table is not None and row_count(validation_table) > 0
+    stopping = training.early_stopping if has_validation else None
+    metric = stopping.metric if stopping else "loss"
+    checkpoint_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
+    state = load_checkpoint(checkpoint_path, fingerprint) if resume else None
+
+    if state:
+        learning_rate, finder = state["learning_rate"], state["finder"]
+    elif training.learning_rate == "auto":
+        learning_rate, finder = find_learning_rate(network, train_table, outputs, training)
+        if not quiet:
+            tqdm.write(f"learning-rate range test: chose {learning_rate:.2e}")
+    else:
+        learning_rate, finder = float(training.learning_rate), {}
+
+    optimizer = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=training.weight_decay)
+    steps_per_epoch = math.ceil(row_count(train_table) / training.batch_size)
+    scheduler = make_scheduler(optimizer, training, learning_rate, training.epochs * steps_per_epoch)
+    history, best, best_score, best_epoch, bad_epochs, start = [], None, None, 0, 0, 0
+    if state:
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        history, best, best_score = state["history"], state["best"], state["best_score"]
+        best_epoch, bad_epochs, start = state["best_epoch"], state["bad_epochs"], state["epoch"]
+    elif has_validation:
+        monitored(scores(network, validation_table, outputs), metric)  # a bad metric name fails now, not later
+
+    progress = tqdm(total=training.epochs * steps_per_epoch, initial=start * steps_per_epoch, disable=True if quiet else None,
+                    unit="batch", dynamic_ncols=True, leave=False, mininterval=0.5)
+    stopped_early = state.get("stopped_early", False) if state else False
+    for epoch in range(start, training.epochs):
+        if stopped_early:
+            break
+        began = time.perf_counter()
+        torch.manual_seed(training.seed + 1000 + epoch)  # dropout noise reproducible per epoch, so resume matches
+        generator = torch.Generator().manual_seed(training.seed + epoch)
+        network.train()
+        total, rows = 0.0, 0
+        for batch in batches(train_table, training.batch_size, generator):
+            size = row_count(batch)
+            if size < 2:  # batch normalisation cannot train on a single row
+                continue
+            loss = batch_loss(network, batch, outputs)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if training.gradient_clip:
+                torch.nn.utils.clip_grad_norm_(network.parameters(), training.gradient_clip)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            total, rows = total + loss.item() * size, rows + size
+            progress.update(1)
+            progress.set_postfix(epoch=f"{epoch + 1}/{training.epochs}", loss=f"{total / rows:.4f}")
+
+        record = {"epoch": epoch + 1, "train_loss": total / max(rows, 1),
+                  "learning_rate": optimizer.param_groups[0]["lr"]}
+        if has_validation:
+            result = scores(network, validation_table, outputs)
+            record["validation"] = result
+            score = monitored(result, metric)
+            if improved(score, best_score, metric):
+                best_score, best_epoch, bad_epochs = score, epoch + 1, 0
+                best = {key: value.detach().clone() for key, value in network.state_dict().items()}
+            else:
+                bad_epochs += 1
+            stopped_early = bool(stopping and bad_epochs >= stopping.patience)
+        record["seconds"] = time.perf_counter() - began
+        history.append(record)
+        if not quiet:
+            tqdm.write(_epoch_line(record, training.epochs, metric))
+        if checkpoint_path:
+            save_checkpoint(checkpoint_path, {
+                "fingerprint": fingerprint, "epoch": epoch + 1, "network": network.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else {},
+                "best": best, "best_score": best_score, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                "history": history, "learning_rate": learning_rate, "finder": finder,
+                "stopped_early": stopped_early})
+    progress.close()
+    if best is not None:
+        network.load_state_dict(best)
+    return {"history": history, "learning_rate": learning_rate, "finder": finder, "best_epoch": best_epoch,
+            "stopped_early": stopped_early, "monitored": metric}
+
+
+def _epoch_line(record: dict, epochs: int, metric: str) -> str:
+    line = f"epoch {record['epoch']:>3}/{epochs}  train loss {record['train_loss']:.4f}"
+    if "validation" in record:
+        line += f"  validation loss {record['validation']['loss']:.4f}"
+        if metric != "loss":
+            line += f"  {metric} {monitored(record['validation'], metric):.4f}"
+    return line + f"  ({record['seconds']:.1f}s)"
