@@ -1,0 +1,142 @@
+"""The command line: lamina train | evaluate | predict | init-config | datasets | config-schema."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from lamina.errors import ArtifactError, ConfigError, DataError
+
+
+def _train(args) -> None:
+    from lamina.api import Model
+    from lamina.metrics import table
+
+    model = Model(args.config)
+    if args.seed is not None:
+        model.config.training.seed = args.seed
+    model.fit(args.data, output_dir=args.output, resume=args.resume, quiet=args.quiet)
+    info = model.training_
+    print(f"trained on {info['rows']['train']} rows (validation {info['rows']['validation']}, "
+          f"test {info['rows']['test']}); learning rate {info['learning_rate']:.2e}; best epoch {info['best_epoch']}")
+    print(table(model.metrics_))
+    print(f"model saved to {args.output}")
+
+
+def _evaluate(args) -> None:
+    from lamina.api import load
+    from lamina.metrics import table
+
+    result = load(args.model).evaluate(args.data)
+    print(table({"evaluation": result}))
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=1), "utf-8")
+
+
+def _predict(args) -> None:
+    from lamina.api import load
+
+    predictions = load(args.model).predict(args.data)
+    if not args.output:
+        predictions.to_csv(sys.stdout, index=False)
+        return
+    target = Path(args.output)
+    suffix = target.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        predictions.to_parquet(target, index=False)
+    elif suffix in (".jsonl", ".ndjson"):
+        predictions.to_json(target, orient="records", lines=True)
+    else:
+        predictions.to_csv(target, index=False)
+    print(f"wrote {len(predictions)} predictions to {target}")
+
+
+def _init_config(args) -> None:
+    from lamina.data import read_table
+    from lamina.infer import infer_config
+
+    frame, source = read_table(args.data)
+    config, notes = infer_config(frame, args.target)
+    header = [f"# lamina config inferred from {source}: check the types, then train with", "#   lamina train "
+              f"--config THIS.yaml --data {args.data} --output runs/model"] + [f"# {note}" for note in notes]
+    print("\n".join(header))
+    print(yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=110), end="")
+
+
+def _datasets(args) -> None:
+    from lamina import datasets
+
+    if args.action == "list" or not args.name:
+        for name in datasets.names():
+            item = datasets.info(name)
+            where = "installed" if item.locate() else "download on first use"
+            print(f"{name:<20} {item.task:<24} target {item.target:<14} {where}")
+        return
+    item = datasets.info(args.name)
+    print(f"{item.name}: {item.description}\n  task: {item.task}; target: {item.target}\n  source: {item.source}"
+          f"\n  licence: {item.licence}\n  local copy: {item.locate() or 'none (install: ' + item.install + ')'}")
+    frame = datasets.load(item.name)
+    print(f"  {len(frame)} rows x {frame.shape[1]} columns")
+    print(pd.DataFrame({"dtype": frame.dtypes.astype(str), "missing": frame.isna().sum(),
+                        "distinct": frame.nunique()}).to_string())
+
+
+def _config_schema(args) -> None:
+    from lamina.config import Config
+
+    print(json.dumps(Config.model_json_schema(), indent=1))
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="lamina", description="Declarative deep learning on PyTorch.")
+    commands = main.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train and evaluate a model, then save it")
+    train.add_argument("--config", required=True, help="YAML config file")
+    train.add_argument("--data", required=True, help="CSV/Parquet/JSONL file, or a data set name (e.g. adult)")
+    train.add_argument("--output", required=True, help="folder for the model, checkpoints and metrics")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    train.add_argument("--seed", type=int, help="override training.seed")
+    train.set_defaults(run=_train)
+    evaluate = commands.add_parser("evaluate", help="metrics of a saved model on labelled data")
+    evaluate.add_argument("--model", required=True)
+    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--output", help="also write the metrics as JSON here")
+    evaluate.set_defaults(run=_evaluate)
+    predict = commands.add_parser("predict", help="predictions of a saved model")
+    predict.add_argument("--model", required=True)
+    predict.add_argument("--data", required=True)
+    predict.add_argument("--output", help="CSV, Parquet or JSONL file (default: CSV on standard output)")
+    predict.set_defaults(run=_predict)
+    init = commands.add_parser("init-config", help="print a starting config inferred from the data")
+    init.add_argument("--data", required=True)
+    init.add_argument("--target", required=True, action="append", help="output column (repeat for several)")
+    init.set_defaults(run=_init_config)
+    data = commands.add_parser("datasets", help="list or describe the named example data sets")
+    data.add_argument("action", choices=["list", "show"])
+    data.add_argument("name", nargs="?")
+    data.set_defaults(run=_datasets)
+    schema = commands.add_parser("config-schema", help="print the config's JSON Schema (for editors)")
+    schema.set_defaults(run=_config_schema)
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ConfigError, DataError, ArtifactError) as error:
+        print(f"lamina: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lamina: interrupted; a run with --output continues with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
