@@ -96,6 +96,8 @@ class Model:
         """Predictions for every row: one column per output, plus probabilities for classifiers."""
         self._check_fitted()
         frame, source = _frame(data)
+        if frame.empty:
+            raise DataError(f"{source} has no rows; nothing to predict")
         check_columns(frame, [f.config.name for f in self.inputs_], source)
         raw = train.predict_raw(self.network_, tensors(frame, self.inputs_))
         columns: dict[str, Any] = {}

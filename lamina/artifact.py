@@ -89,17 +89,18 @@ def read(path: str | Path) -> dict:
                             f"interrupted or this is another folder); train again or use --resume")
     try:
         manifest = json.loads(manifest_path.read_text("utf-8"))
-        version, files = manifest["format_version"], manifest["files"]
-    except (ValueError, KeyError, TypeError):
+        version = manifest["format_version"]
+        files = {str(name): (entry["sha256"], int(entry["bytes"])) for name, entry in manifest["files"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise ArtifactError(f"'{manifest_path}' is damaged; the model folder cannot be trusted") from None
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ArtifactError(f"'{folder}' was saved in format {version}, newer than this lamina reads "
                             f"({FORMAT_VERSION}); upgrade lamina")
-    for name, entry in files.items():
+    for name, (sha256, size) in files.items():
         file = folder / name
         if not file.is_file():
             raise ArtifactError(f"'{file}' is missing from the model folder; copy the whole folder")
-        if file.stat().st_size != entry["bytes"] or _sha256(file) != entry["sha256"]:
+        if file.stat().st_size != size or _sha256(file) != sha256:
             raise ArtifactError(f"'{file}' does not match its checksum in {MANIFEST}: it was truncated or "
                                 f"modified; restore it from the original model folder")
     try:

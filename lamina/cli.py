@@ -132,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, ArtifactError) as error:
         print(f"lamina: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a file that cannot be read or written: a message, not a traceback
+        where = f"'{error.filename}': " if error.filename else ""
+        print(f"lamina: error: {where}{error.strerror or error}; check the path and its permissions", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("lamina: interrupted; a run with --output continues with --resume", file=sys.stderr)
         return 130

@@ -129,12 +129,53 @@ def load_config(source: Config | dict | str | Path) -> Config:
             where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
             raise ConfigError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
     if not isinstance(source, dict):
+        got = "nothing (an empty file)" if source is None else type(source).__name__
         raise ConfigError(f"{origin}a config must be a mapping with keys inputs, outputs (and hidden, "
-                          f"training, split); got {type(source).__name__}")
+                          f"training, split); got {got}")
     try:
         return Config.model_validate(source)
     except ValidationError as error:
-        raise ConfigError(origin + "\n".join(_explain(item, source) for item in error.errors())) from None
+        raise ConfigError(origin + "\n".join(_explain(item, source) for item in _merge_unions(error.errors()))) \
+            from None
+
+
+def _key_path(loc: tuple) -> tuple:
+    """The part of an error location made of keys and list positions; after it pydantic appends
+    the tag of a union member (training.learning_rate.float, ...class_weights.dict[str,float])."""
+    if loc[:1] in (("inputs",), ("outputs",)):
+        return loc[:4]
+    model: Any = Config
+    path: tuple = ()
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if not isinstance(part, int) and (not fields or part not in fields):
+            break
+        path += (part,)
+        if not isinstance(part, int):
+            annotation = fields[part].annotation
+            members = (annotation, *getattr(annotation, "__args__", ()))
+            model = next((member for member in members
+                          if isinstance(member, type) and issubclass(member, BaseModel)), None)
+    return path
+
+
+def _merge_unions(items: list[dict]) -> list[dict]:
+    """One error per key: a value that fits no member of a union (a number or 'auto') comes from
+    pydantic as one error per member; join them into 'Input should be a valid number or 'auto''."""
+    merged: dict[tuple, dict] = {}
+    for item in items:
+        loc = tuple(item["loc"])
+        path = _key_path(loc)
+        if path == loc or item["type"] in ("extra_forbidden", "missing"):
+            merged[loc] = item
+            continue
+        wanted = item["msg"].removeprefix("Input should be ").split(",")[0]
+        if len(loc) > len(path) + 1:  # an error inside the member (a dict's value): name the member
+            wanted = str(loc[len(path)])
+        entry = merged.setdefault(path, {**item, "loc": path, "type": "union", "wanted": []})
+        entry["wanted"] += [] if wanted in entry["wanted"] else [wanted]
+        entry["msg"] = f"Input should be {' or '.join(entry['wanted'])}"
+    return list(merged.values())
 
 
 def _feature_label(raw: dict, loc: tuple) -> str:

@@ -23,6 +23,8 @@ SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation"
 def read_table(data: Any) -> tuple[pd.DataFrame, str]:
     """A DataFrame and a label for messages, from a DataFrame, a file path, or a named data set."""
     if isinstance(data, pd.DataFrame):
+        if not all(isinstance(column, str) for column in data.columns):  # config names are strings
+            data = data.rename(columns=str)
         return data, "the DataFrame"
     if not isinstance(data, (str, Path)):
         raise DataError(f"data must be a pandas DataFrame or a path to a CSV/Parquet/JSONL file; "
@@ -69,9 +71,12 @@ def split_rows(frame: pd.DataFrame, config: Config) -> dict[str, np.ndarray]:
     if split.method == "column":
         check_columns(frame, [split.column], "the data", "split.column")
         names = frame[split.column].astype(str).str.strip().str.lower()
-        unknown = sorted(set(names) - set(SPLIT_NAMES))
-        if unknown:
-            raise DataError(f"split column '{split.column}' holds {unknown[:5]}; expected train, validation, test")
+        bad = ~names.isin(list(SPLIT_NAMES)).to_numpy()
+        if bad.any():
+            position = int(np.argmax(bad))
+            raise DataError(f"split column '{split.column}' row {frame.index[position]}: "
+                            f"{frame[split.column].iloc[position]!r} is not train, validation or test; "
+                            f"give every row one of these (unknown values: {sorted(set(names[bad]))[:5]})")
         mapped = names.map(SPLIT_NAMES).to_numpy()
         return {part: positions[mapped == part] for part in ("train", "validation", "test")}
     first = config.outputs[0]
@@ -87,19 +92,24 @@ def split_rows(frame: pd.DataFrame, config: Config) -> dict[str, np.ndarray]:
     train_ratio, validation_ratio, test_ratio = split.ratios
     parts = {"train": positions, "validation": positions[:0], "test": positions[:0]}
     rest_ratio = validation_ratio + test_ratio
-    if rest_ratio > 0:
-        parts["train"], rest = train_test_split(positions, test_size=rest_ratio, random_state=seed,
-                                                stratify=stratify)
-        if validation_ratio > 0 and test_ratio > 0:
-            rest_labels = None if stratify is None else stratify[rest]
-            try:
-                parts["validation"], parts["test"] = train_test_split(
-                    rest, test_size=test_ratio / rest_ratio, random_state=seed, stratify=rest_labels)
-            except ValueError:  # a class too rare to stratify in the held-out part
-                parts["validation"], parts["test"] = train_test_split(
-                    rest, test_size=test_ratio / rest_ratio, random_state=seed)
-        else:
-            parts["validation" if validation_ratio > 0 else "test"] = rest
+    try:
+        if rest_ratio > 0:
+            parts["train"], rest = train_test_split(positions, test_size=rest_ratio, random_state=seed,
+                                                    stratify=stratify)
+            if validation_ratio > 0 and test_ratio > 0:
+                rest_labels = None if stratify is None else stratify[rest]
+                try:
+                    parts["validation"], parts["test"] = train_test_split(
+                        rest, test_size=test_ratio / rest_ratio, random_state=seed, stratify=rest_labels)
+                except ValueError:  # a class too rare to stratify in the held-out part
+                    parts["validation"], parts["test"] = train_test_split(
+                        rest, test_size=test_ratio / rest_ratio, random_state=seed)
+            else:
+                parts["validation" if validation_ratio > 0 else "test"] = rest
+    except ValueError:  # scikit-learn: a part would be empty, or too small to hold every class
+        raise DataError(f"{len(frame)} rows are too few to split into train, validation and test with ratios "
+                        f"{list(split.ratios)}; give more rows or change split.ratios (e.g. [1.0, 0.0, 0.0] "
+                        f"trains on every row)") from None
     if min(len(parts["train"]), 1) == 0:
         raise DataError("the training split is empty; give more rows or a larger train ratio")
     return {name: np.sort(part) for name, part in parts.items()}

@@ -83,8 +83,9 @@ def find_learning_rate(network, table, outputs, training: Training) -> tuple[flo
 
 def make_scheduler(optimizer, training: Training, learning_rate: float, total_steps: int):
     if training.schedule == "one_cycle":
+        total_steps = max(total_steps, 4)  # each phase of the cycle needs at least one step
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=total_steps,
-                                                   pct_start=0.25)
+                                                   pct_start=max(0.25, 2.0 / total_steps))
     if training.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     return None

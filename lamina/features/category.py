@@ -109,7 +109,7 @@ class Feature:
                 f"column '{self.config.name}' row {column.index[position]}: label {column.iloc[position]!r} "
                 f"never occurs in the training split, so the model cannot predict it; "
                 f"labels are {labels[:10]}{' ...' if len(labels) > 10 else ''}")
-        return torch.from_numpy(codes.to_numpy(dtype=np.int64))
+        return torch.from_numpy(codes.to_numpy(dtype=np.int64, copy=True))
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         weights = class_weights(self.config.class_weights, self.stats["counts"], self.stats["labels"],

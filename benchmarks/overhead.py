@@ -1,0 +1,175 @@
+"""Framework overhead: seconds per training epoch of lamina against a hand-written PyTorch loop
+that trains the same MLP on the same tensors. Prints both and their ratio (goal: <= 1.10).
+
+Two clocks: wall seconds per epoch (median, first epoch of each run skipped; lamina's own
+`training_['history']` figure) and CPU seconds per epoch, the process CPU time of a run of
+`--epochs` epochs less that of a 1-epoch run, over the difference (setup, the first epoch and the
+final scoring cancel). On a shared, busy machine the CPU figure is the steadier one.
+
+    python benchmarks/overhead.py            # 100,000 rows x 20 numbers, 6 epochs, 2 repeats
+    python benchmarks/overhead.py --quick    # CI smoke test, well under 30 s
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+import lamina
+
+LEARNING_RATE = 1e-3
+
+
+def make_frame(rows: int, columns: int, seed: int) -> pd.DataFrame:
+    """Numbers with a linear signal and a binary target."""
+    generator = np.random.default_rng(seed)
+    values = generator.standard_normal((rows, columns)).astype(np.float32)
+    weights = generator.standard_normal(columns)
+    logits = values @ weights + generator.standard_normal(rows)
+    frame = pd.DataFrame(values, columns=[f"x{i}" for i in range(columns)])
+    frame["target"] = (logits > 0).astype(np.int64)
+    return frame
+
+
+def lamina_config(columns: list[str], args: argparse.Namespace, epochs: int) -> dict:
+    return {
+        "inputs": [{"name": name, "type": "number", "encoding": "plain"} for name in columns],
+        "hidden": {"layers": args.layers, "size": args.size, "dropout": 0.0},
+        "outputs": [{"name": "target", "type": "binary"}],
+        "training": {"epochs": epochs, "batch_size": args.batch_size, "learning_rate": LEARNING_RATE,
+                     "early_stopping": None},
+        "split": {"ratios": [1.0, 0.0, 0.0]},  # no validation: an epoch is training only
+    }
+
+
+def run_lamina(frame: pd.DataFrame, columns: list[str], args: argparse.Namespace,
+               epochs: int) -> tuple[list[float], float, int]:
+    model = lamina.Model(lamina_config(columns, args, epochs)).fit(frame, quiet=True)
+    history = model.training_["history"]
+    parameters = sum(p.numel() for p in model.network_.parameters())
+    return [record["seconds"] for record in history], history[-1]["train_loss"], parameters
+
+
+def hand_network(inputs: int, args: argparse.Namespace) -> nn.Module:
+    """What lamina builds for plain numbers: [Linear, BatchNorm1d, ReLU, Dropout] x layers, Linear head."""
+    layers: list[nn.Module] = []
+    width = inputs
+    for _ in range(args.layers):
+        layers += [nn.Linear(width, args.size), nn.BatchNorm1d(args.size), nn.ReLU(), nn.Dropout(0.0)]
+        width = args.size
+    layers.append(nn.Linear(width, 1))
+    return nn.Sequential(*layers)
+
+
+def run_hand_written(frame: pd.DataFrame, columns: list[str], args: argparse.Namespace, epochs: int,
+                     seed: int = 42) -> tuple[list[float], float, int]:
+    """The loop a PyTorch user would write: normalise once, then shuffle and slice every epoch."""
+    torch.manual_seed(seed)
+    features = torch.from_numpy(frame[columns].to_numpy(dtype=np.float32, copy=True))  # (N, D)
+    features = (features - features.mean(0)) / features.std(0, unbiased=False)
+    targets = torch.from_numpy(frame["target"].to_numpy(dtype=np.float32, copy=True))  # (N,)
+    network = hand_network(len(columns), args)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=LEARNING_RATE, weight_decay=0.01)
+    steps_per_epoch = math.ceil(len(features) / args.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LEARNING_RATE,
+                                                    total_steps=epochs * steps_per_epoch, pct_start=0.25)
+    loss_function = nn.BCEWithLogitsLoss()
+    seconds, epoch_loss = [], 0.0
+    for epoch in range(epochs):
+        began = time.perf_counter()
+        generator = torch.Generator().manual_seed(seed + epoch)
+        order = torch.randperm(len(features), generator=generator)
+        network.train()
+        total, rows = 0.0, 0
+        for start in range(0, len(features), args.batch_size):
+            index = order[start:start + args.batch_size]
+            if len(index) < 2:
+                continue
+            loss = loss_function(network(features[index]).squeeze(1), targets[index])  # (B,)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            total, rows = total + loss.item() * len(index), rows + len(index)
+        epoch_loss = total / rows
+        seconds.append(time.perf_counter() - began)
+    return seconds, epoch_loss, sum(p.numel() for p in network.parameters())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small run for a CI smoke test (< 30 s)")
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--columns", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=6, help="per timed run (plus one 1-epoch run of each)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each, interleaved L H H L ...")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch (and OpenMP) threads; 1 keeps timings stable on a shared, busy machine")
+    args = parser.parse_args()
+    if args.quick:
+        args.rows, args.epochs, args.repeats = 20_000, 3, 1
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2")
+
+    torch.set_num_threads(args.threads)  # the same for both loops
+    frame = make_frame(args.rows, args.columns, seed=0)
+    columns = [c for c in frame.columns if c != "target"]
+    print(f"overhead: {args.rows:,} rows x {args.columns} numbers, MLP {args.layers}x{args.size}, "
+          f"batch {args.batch_size}, {args.epochs} epochs x {args.repeats} runs each, "
+          f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+
+    names = ("hand-written", "lamina")
+    runners = {"lamina": run_lamina, "hand-written": run_hand_written}
+    order = [(name, 1) for name in names]  # 1-epoch runs, for the CPU-time difference
+    for repeat in range(args.repeats):  # ABBA order so drift in machine speed hits both alike
+        order += [(name, args.epochs) for name in (names[::-1] if repeat % 2 == 0 else names)]
+    order += [(name, 1) for name in names[::-1]]
+    walls = {name: [] for name in names}
+    cpu = {(name, epochs): [] for name, epochs in order}
+    losses = {name: [] for name in names}
+    parameters = {}
+    for name, epochs in order:
+        began = time.process_time()
+        seconds, loss, parameters[name] = runners[name](frame, columns, args, epochs)
+        cpu[name, epochs].append(time.process_time() - began)
+        if epochs > 1:
+            walls[name] += seconds[1:]  # the first epoch warms up
+            losses[name].append(loss)
+        print(f"  {name:<13} {epochs}-epoch run: {cpu[name, epochs][-1]:.2f} CPU s; wall s per epoch "
+              f"{' '.join(f'{s:.2f}' for s in seconds)}; final train loss {loss:.4f}")
+
+    if parameters["lamina"] != parameters["hand-written"]:
+        print(f"WARNING: parameter counts differ: {parameters}")
+    wall = {name: statistics.median(walls[name]) for name in names}
+    per_epoch = {name: (statistics.mean(cpu[name, args.epochs]) - statistics.mean(cpu[name, 1])) / (args.epochs - 1)
+                 for name in names}
+    batches = math.ceil(args.rows / args.batch_size)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    print()
+    print("| loop | wall s/epoch (median) | CPU s/epoch | CPU ms/batch | parameters | final train loss |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in names:
+        print(f"| {name} | {wall[name]:.3f} | {per_epoch[name]:.3f} | {1000 * per_epoch[name] / batches:.2f} | "
+              f"{parameters[name]:,} | {statistics.mean(losses[name]):.4f} |")
+    ratio = {clock: values["lamina"] / values["hand-written"] for clock, values in (("wall", wall), ("CPU", per_epoch))}
+    print(f"| **ratio lamina / hand-written** | **{ratio['wall']:.3f}** | **{ratio['CPU']:.3f}** | | | |")
+    verdict = "met" if ratio["CPU"] <= 1.10 else "NOT met"
+    print(f"\nratio lamina / hand-written: CPU {ratio['CPU']:.3f}, wall {ratio['wall']:.3f} "
+          f"(goal <= 1.10 on CPU time: {verdict})")
+
+
+if __name__ == "__main__":
+    main()
