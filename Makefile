@@ -24,7 +24,7 @@ run: setup
 	$(BIN)/lamina train --config examples/adult.yaml --data adult --output runs/adult
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 benchmarks: setup
 	$(BIN)/python benchmarks/overhead.py

@@ -5,12 +5,11 @@ Prints test accuracy, ROC AUC and wall time of each, and the accuracy gap in poi
 
     python benchmarks/adult.py                # the example config as it is (30 epochs)
     python benchmarks/adult.py --seeds 3      # also vary lamina's training seed (split fixed)
-    python benchmarks/adult.py --quick        # CI smoke test: 2 epochs, well under 30 s
+    python benchmarks/adult.py --quick        # CI smoke test: 1 epoch, well under 30 s
 """
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from threadpoolctl import threadpool_limits
 import lamina
 from lamina import datasets, features
 from lamina.data import rows_to_keep, split_rows
+from common import lamina_source, machine
 
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "adult.yaml"
 
@@ -80,7 +80,7 @@ def run_gbm(frame: pd.DataFrame, config: lamina.Config, parts: dict[str, np.ndar
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="2 epochs, for a CI smoke test (< 30 s)")
+    parser.add_argument("--quick", action="store_true", help="1 epoch, for a CI smoke test (< 30 s)")
     parser.add_argument("--config", default=str(CONFIG))
     parser.add_argument("--seeds", type=int, default=1,
                         help="lamina training seeds 42, 43, ...; the split stays the one of seed 42")
@@ -96,15 +96,15 @@ def compare(args: argparse.Namespace) -> None:
     base = lamina.load_config(args.config).to_dict()
     base["split"]["seed"] = base["split"]["seed"] if base["split"]["seed"] is not None else base["training"]["seed"]
     if args.quick:
-        base["training"]["epochs"] = 2
+        base["training"]["epochs"] = 1
     config = lamina.load_config(base)
     frame = datasets.load("adult")
     kept, parts = lamina_rows(frame, config)
     test_rows = kept.iloc[parts["test"]]
     print(f"adult: {len(frame):,} rows, {len(kept):,} kept; train {len(parts['train']):,}, validation "
           f"{len(parts['validation']):,}, test {len(parts['test']):,}; torch {torch.__version__}, "
-          f"{args.threads} threads; load average {os.getloadavg()[0]:.1f}"
-          + ("; QUICK MODE (2 epochs): figures are not meaningful" if args.quick else ""))
+          f"{args.threads} threads" + ("; QUICK MODE (1 epoch): figures are not meaningful" if args.quick else "")
+          + f"\n  {machine()}\n  {lamina_source()}")
 
     gbm = run_gbm(kept, config, parts, seed=config.training.seed)
     print(f"  GBM: accuracy {gbm['accuracy']:.4f}, ROC AUC {gbm['roc_auc']:.4f}, {gbm['seconds']:.1f} s, "

@@ -174,9 +174,11 @@ def main() -> None:
         write_csv(path, rows)
         import torch
 
+        from common import lamina_source, machine  # here: it imports lamina, which the pandas children must not
+
         print(f"csv_throughput: {rows:,} rows x {len(config()['inputs']) + 1} columns, "
               f"{path.stat().st_size / 2**20:.1f} MiB CSV written in {time.perf_counter() - began:.1f} s; "
-              f"pandas {pd.__version__}, torch {torch.__version__}; load average {os.getloadavg()[0]:.1f}")
+              f"pandas {pd.__version__}, torch {torch.__version__}\n  {machine()}\n  {lamina_source()}")
         plain = in_child(measure_pandas, str(path), {})
         like_lamina = in_child(measure_pandas, str(path), {"skipinitialspace": True})
         result = in_child(measure_lamina, str(path))

@@ -8,13 +8,13 @@ final scoring cancel). On a shared, busy machine the CPU figure is the steadier 
 
     python benchmarks/overhead.py            # 100,000 rows x 20 numbers, 6 epochs, 2 repeats
     python benchmarks/overhead.py --quick    # CI smoke test, well under 30 s
+    python benchmarks/overhead.py --attribute  # also: CPU microseconds of each part of one step
 """
 from __future__ import annotations
 
 import argparse
 import math
 import os
-import platform
 import statistics
 import time
 
@@ -24,6 +24,9 @@ import torch
 from torch import nn
 
 import lamina
+import lamina.data
+import lamina.model
+from common import lamina_source, machine
 
 LEARNING_RATE = 1e-3
 
@@ -105,6 +108,70 @@ def run_hand_written(frame: pd.DataFrame, columns: list[str], args: argparse.Nam
     return seconds, epoch_loss, sum(p.numel() for p in network.parameters())
 
 
+def attribute(frame: pd.DataFrame, columns: list[str], args: argparse.Namespace) -> None:
+    """Where a training step's time goes: the same batch through lamina's pieces (data.batches'
+    slicing, Network + train.batch_loss) and the hand-written ones, CPU time of this thread."""
+    from lamina import features
+    from lamina.train import batch_loss
+
+    model = lamina.Model(lamina_config(columns, args, 1))
+    inputs = [features.build(feature) for feature in model.config.inputs]
+    outputs = [features.build(feature) for feature in model.config.outputs]
+    for feature in inputs + outputs:
+        feature.fit(frame[feature.config.name])
+    table = lamina.data.tensors(frame, inputs, outputs)
+    torch.manual_seed(0)
+    network = lamina.model.Network(inputs, outputs, model.config.hidden).train()
+    hand = hand_network(len(columns), args).train()
+    matrix = torch.stack([table["inputs"][name] for name in columns], dim=1)  # (N, D)
+    matrix, targets = (matrix - matrix.mean(0)) / matrix.std(0), table["targets"]["target"]
+    optimizers = {id(net): torch.optim.AdamW(net.parameters(), lr=1e-6) for net in (network, hand)}
+    index = torch.randperm(len(frame), generator=torch.Generator().manual_seed(0))[:args.batch_size]
+    batch = {part: {name: tensor[index] for name, tensor in part_table.items()} for part, part_table in table.items()}
+    loss_function = nn.BCEWithLogitsLoss()
+
+    def backward(net, loss):
+        optimizers[id(net)].zero_grad(set_to_none=True)
+        loss.backward()
+
+    def step(net):
+        nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        optimizers[id(net)].step()
+
+    def cost(function, calls: int = 300) -> float:  # best of 3, microseconds per call
+        function()
+        best = math.inf
+        for _ in range(3):
+            began = time.thread_time()
+            for _ in range(calls):
+                function()
+            best = min(best, 1e6 * (time.thread_time() - began) / calls)
+        return best
+
+    parts = [
+        ("batch slicing (lamina.data.batches: one index per column)",
+         lambda: {part: {name: tensor[index] for name, tensor in part_table.items()}
+                         for part, part_table in table.items()},
+         lambda: (matrix[index], targets[index])),
+        ("forward + loss + backward", lambda: backward(network, batch_loss(network, batch, outputs)),
+         lambda: backward(hand, loss_function(hand(matrix[index]).squeeze(1), targets[index]))),
+        ("clip_grad_norm_ + AdamW step", lambda: step(network), lambda: step(hand)),
+    ]
+    print("\n| part of one training step | lamina us | hand-written us | difference us |")
+    print("|---|---:|---:|---:|")
+    totals = [0.0, 0.0]
+    for label, ours, theirs in parts:
+        measured = cost(ours), cost(theirs)
+        totals = [totals[0] + measured[0], totals[1] + measured[1]]
+        print(f"| {label} | {measured[0]:.0f} | {measured[1]:.0f} | {measured[0] - measured[1]:+.0f} |")
+    with torch.no_grad():
+        encoders = cost(lambda: torch.cat([encoder(batch["inputs"][name]) for name, encoder
+                                           in zip(network.input_names, network.encoders)], dim=1))
+    print(f"| of which lamina's {len(columns)} number encoders + torch.cat (forward only) | {encoders:.0f} | | |")
+    print(f"| total | {totals[0]:.0f} | {totals[1]:.0f} | {totals[0] - totals[1]:+.0f} "
+          f"(ratio {totals[0] / totals[1]:.3f}) |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small run for a CI smoke test (< 30 s)")
@@ -115,6 +182,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--attribute", action="store_true", help="also break one training step down by part")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch (and OpenMP) threads; 1 keeps timings stable on a shared, busy machine")
     args = parser.parse_args()
@@ -128,8 +196,7 @@ def main() -> None:
     columns = [c for c in frame.columns if c != "target"]
     print(f"overhead: {args.rows:,} rows x {args.columns} numbers, MLP {args.layers}x{args.size}, "
           f"batch {args.batch_size}, {args.epochs} epochs x {args.repeats} runs each, "
-          f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"torch {torch.__version__}, {args.threads} threads\n  {machine()}\n  {lamina_source()}")
 
     names = ("hand-written", "lamina")
     runners = {"lamina": run_lamina, "hand-written": run_hand_written}
@@ -137,6 +204,8 @@ def main() -> None:
     for repeat in range(args.repeats):  # ABBA order so drift in machine speed hits both alike
         order += [(name, args.epochs) for name in (names[::-1] if repeat % 2 == 0 else names)]
     order += [(name, 1) for name in names[::-1]]
+    for name in names:  # warm up: first calls pay for lazy initialisation in torch and lamina
+        runners[name](frame.iloc[:20 * args.batch_size], columns, args, 1)
     walls = {name: [] for name in names}
     cpu = {(name, epochs): [] for name, epochs in order}
     losses = {name: [] for name in names}
@@ -169,6 +238,8 @@ def main() -> None:
     verdict = "met" if ratio["CPU"] <= 1.10 else "NOT met"
     print(f"\nratio lamina / hand-written: CPU {ratio['CPU']:.3f}, wall {ratio['wall']:.3f} "
           f"(goal <= 1.10 on CPU time: {verdict})")
+    if args.attribute:
+        attribute(frame, columns, args)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -136,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         where = f"'{error.filename}': " if error.filename else ""
         print(f"lamina: error: {where}{error.strerror or error}; check the path and its permissions", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `lamina datasets show adult | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("lamina: interrupted; a run with --output continues with --resume", file=sys.stderr)
         return 130

@@ -3,7 +3,7 @@ turning columns into model-ready tensors and batches."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -44,8 +44,10 @@ def read_table(data: Any) -> tuple[pd.DataFrame, str]:
     try:
         if kind == "parquet":
             frame = pd.read_parquet(path)
-        elif kind == "jsonl":
-            frame = pd.read_json(path, lines=True)
+        elif kind == "jsonl":  # JSON lines; a .json file may also hold one array of records
+            with open(path, "rb") as handle:
+                is_array = path.suffix.lower() == ".json" and handle.read(4096).lstrip().startswith(b"[")
+            frame = pd.read_json(path, lines=not is_array)
         else:
             frame = pd.read_csv(path, sep="\t" if kind == "tsv" else ",", skipinitialspace=True)
     except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as error:
@@ -135,15 +137,51 @@ def tensors(frame: pd.DataFrame, inputs: list, outputs: list | None = None) -> d
     return result
 
 
-def batches(table: dict[str, dict[str, torch.Tensor]], batch_size: int,
-            generator: torch.Generator | None = None) -> Iterator[dict[str, dict[str, torch.Tensor]]]:
-    """Mini-batches of a table of tensors; shuffled when a generator is given. Slicing whole
-    tensors (rather than collating rows) keeps the per-batch cost close to a hand-written loop."""
-    size = len(next(iter(table["inputs"].values())))
+class LazyColumn:
+    """A column decoded batch by batch as it is read (e.g. image files), so a data set larger than
+    memory trains. Indexing with row positions returns a tensor. `decode` must be a module-level
+    function (or a functools.partial of one) so DataLoader worker processes can run it."""
+
+    def __init__(self, values: list, decode: Callable[[list], torch.Tensor]):
+        self.values, self.decode = values, decode
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, index) -> torch.Tensor:
+        positions = range(len(self.values))[index] if isinstance(index, slice) else index.tolist()
+        return self.decode([self.values[position] for position in positions])
+
+
+class Chunks(torch.utils.data.Dataset):
+    """The mini-batches of a table as a Dataset of whole batches, for DataLoader workers."""
+
+    def __init__(self, table: dict, indices: list):
+        self.table, self.indices = table, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: int) -> dict:
+        index = self.indices[item]
+        return {part: {name: column[index] for name, column in columns.items()} for part, columns in self.table.items()}
+
+
+def batches(table: dict, batch_size: int, generator: torch.Generator | None = None,
+            workers: int = 0) -> Iterator[dict[str, dict[str, torch.Tensor]]]:
+    """Mini-batches of a table; shuffled when a generator is given. Slicing whole tensors (rather
+    than collating rows) keeps the per-batch cost close to a hand-written loop; lazily decoded
+    columns are read in `workers` background processes."""
+    size = row_count(table)
     order = torch.randperm(size, generator=generator) if generator is not None else None
-    for start in range(0, size, batch_size):
-        index = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
-        yield {part: {name: tensor[index] for name, tensor in columns.items()} for part, columns in table.items()}
+    indices = [order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
+               for start in range(0, size, batch_size)]
+    chunks = Chunks(table, indices)
+    lazy = any(isinstance(column, LazyColumn) for columns in table.values() for column in columns.values())
+    if lazy and workers > 0:
+        yield from torch.utils.data.DataLoader(chunks, batch_size=None, num_workers=workers)
+    else:
+        yield from (chunks[item] for item in range(len(chunks)))
 
 
 def row_count(table: dict[str, dict[str, torch.Tensor]]) -> int:

@@ -49,7 +49,7 @@ def scores(network, table, outputs) -> dict:
 
 def find_learning_rate(network, table, outputs, training: Training) -> tuple[float, dict]:
     """A learning-rate range test (Smith 2015; fastai's lr_find): raise the rate exponentially
-    over a short run, then pick a tenth of the rate at the lowest smoothed loss."""
+    over a short run, then pick a rate inside the steepest stretch of falling loss."""
     state = copy.deepcopy(network.state_dict())
     steps = 100
     rates = np.geomspace(1e-6, 1.0, steps)
@@ -75,10 +75,23 @@ def find_learning_rate(network, table, outputs, training: Training) -> tuple[flo
         tried.append(float(rate))
         losses.append(value)
     network.load_state_dict(state)
-    if not losses:
+    if len(losses) < 3:
         return 1e-3, {"rates": tried, "losses": losses}
-    chosen = tried[int(np.argmin(losses))] / 10
-    return float(min(max(chosen, 1e-5), 0.1)), {"rates": tried, "losses": losses}
+    return float(min(max(valley(tried, losses), 1e-5), 0.1)), {"rates": tried, "losses": losses}
+
+
+def valley(rates: list[float], losses: list[float]) -> float:
+    """fastai's 'valley' rule: the longest run of falling loss, and a rate two thirds down it."""
+    longest = [1] * len(losses)  # longest decreasing subsequence ending at each step
+    start, end = 0, 0
+    for i in range(1, len(losses)):
+        for j in range(i):
+            if losses[i] < losses[j] and longest[i] < longest[j] + 1:
+                longest[i] = longest[j] + 1
+        if longest[i] > longest[end]:
+            end, start = i, i - longest[i]
+    third = (end - start) / 3
+    return rates[min(start + int(third) + int(third / 2), len(rates) - 1)]
 
 
 def make_scheduler(optimizer, training: Training, learning_rate: float, total_steps: int):
@@ -124,7 +137,7 @@ def improved(score: float, best: float | None, metric: str) -> bool:
 def monitored(result: dict, metric: str) -> float:
     if metric == "loss":
         return result["loss"]
-    output, _, name = metric.partition(".")
+    output, _, name = metric.rpartition(".")  # output names may themselves hold dots
     available = [f"{o}.{m}" for o, values in result.items() if isinstance(values, dict) for m in values]
     if output not in result or name not in result[output]:
         raise ConfigError(f"training.early_stopping.metric: '{metric}' is not measured; choose 'loss' or one "

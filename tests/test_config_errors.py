@@ -181,8 +181,6 @@ def test_bad_early_stopping_metric_is_raised_at_fit():
     assert "income.roc_auc" in message
 
 
-@pytest.mark.xfail(strict=True, reason="train.monitored splits 'income.level.roc_auc' at the first dot, so an "
-                                       "output whose name holds a dot cannot be monitored (train.py)")
 def test_early_stopping_metric_of_an_output_with_a_dot_in_its_name():
     frame = people(100).rename(columns={"income": "income.level"})
     dotted = config(outputs=[{"name": "income.level", "type": "binary"}],

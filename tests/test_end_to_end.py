@@ -121,7 +121,7 @@ def test_each_schedule_trains(schedule):
 @pytest.mark.parametrize("hidden", [{"layers": 0}, {"layers": 3, "size": 32, "residual": True,
                                                    "normalization": "layer", "activation": "gelu"}])
 def test_hidden_variants_train(hidden):
-    cfg = config([{"name": "label", "type": "binary"}], epochs=5)
+    cfg = config([{"name": "label", "type": "binary"}], epochs=15)
     cfg["hidden"] = hidden
     assert lamina.Model(cfg).fit(tabular(800), quiet=True).metrics_["test"]["label"]["accuracy"] > 0.8
 

@@ -33,6 +33,9 @@ def write_inputs(folder):
     return frame
 
 
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny model: fast, and steady on a busy machine
+
+
 def train_command(folder, output, *extra):
     return [sys.executable, "-m", "lamina.cli", "train", "--config", str(folder / "config.yaml"),
             "--data", str(folder / "data.csv"), "--output", str(output), "--quiet", *extra]
@@ -42,7 +45,8 @@ def train_command(folder, output, *extra):
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     frame = write_inputs(tmp_path)
     killed = tmp_path / "killed"
-    process = subprocess.Popen(train_command(tmp_path, killed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(train_command(tmp_path, killed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env=ONE_THREAD)
     checkpoint = killed / "checkpoint.pt"
     deadline = time.time() + 240
     while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
@@ -54,9 +58,9 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     assert process.returncode == -signal.SIGKILL
     assert not (killed / "manifest.json").exists()
 
-    resumed = subprocess.run(train_command(tmp_path, killed, "--resume"), capture_output=True, text=True)
+    resumed = subprocess.run(train_command(tmp_path, killed, "--resume"), capture_output=True, text=True, env=ONE_THREAD)
     assert resumed.returncode == 0, resumed.stderr
-    straight = subprocess.run(train_command(tmp_path, tmp_path / "straight"), capture_output=True, text=True)
+    straight = subprocess.run(train_command(tmp_path, tmp_path / "straight"), capture_output=True, text=True, env=ONE_THREAD)
     assert straight.returncode == 0, straight.stderr
 
     history = lamina.load(killed).training_["history"]
@@ -67,7 +71,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     write_inputs(tmp_path)
-    result = subprocess.run(train_command(tmp_path, tmp_path / "nothing", "--resume"), capture_output=True, text=True)
+    result = subprocess.run(train_command(tmp_path, tmp_path / "nothing", "--resume"), capture_output=True, text=True, env=ONE_THREAD)
     assert result.returncode == 2
     assert "nothing to resume" in result.stderr and "Traceback" not in result.stderr
 

@@ -27,10 +27,15 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
     normalize: Literal["zscore", "minmax", "log", "none"] = Field(
         "zscore", description="zscore, minmax, log (sign*log1p then zscore, for heavy tails) or none")
-    encoding: Literal["plain", "bins"] = Field(
-        "bins", description="plain: the normalised value; bins: piecewise-linear encoding over "
-                            "quantile bins fitted on the training split (helps MLPs on tabular data)")
+    encoding: Literal["plain", "bins", "periodic"] = Field(
+        "bins", description="plain: the normalised value; bins: piecewise-linear encoding over quantile bins "
+                            "fitted on the training split; periodic: learned sin/cos features (both help MLPs "
+                            "on tabular data, Gorishniy et al. 2022)")
+    frequencies: int = Field(16, ge=1, le=256, description="number of learned frequencies for encoding: periodic")
+    sigma: float = Field(0.1, gt=0, description="initial scale of the frequencies for encoding: periodic")
     bins: int = Field(16, ge=2, le=256, description="number of quantile bins for encoding: bins")
+    embedding_size: int = Field(16, ge=0, description="with encoding bins or periodic, a learned linear+ReLU "
+                                                      "layer of this width over them (0: use them as they are)")
     missing: Literal["mean", "median", "constant", "drop", "error"] = Field(
         "mean", description="how to fill missing values; drop removes the rows while training")
     fill_value: float = Field(0.0, description="the value used by missing: constant")
@@ -89,19 +94,32 @@ class Encoder(nn.Module):
         self.register_buffer("left", edges[:-1] if edges is not None else None)
         self.register_buffer("width", (edges[1:] - edges[:-1]).clamp_min(1e-9) if edges is not None else None)
         width = len(stats["edges"]) - 1 if edges is not None else 1
+        self.embed = None
+        self.frequencies = None
+        if options.encoding == "periodic":
+            self.frequencies = nn.Parameter(torch.randn(options.frequencies) * options.sigma)
+            width = 2 * options.frequencies
+        if (edges is not None or self.frequencies is not None) and options.embedding_size:
+            self.embed = nn.Sequential(nn.Linear(width, options.embedding_size), nn.ReLU())
+            width = options.embedding_size
         self.output_size = width + int(self.flag_missing)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,) -> (B, output_size)
-        z = self.normalize(x)
-        if self.left is None:
-            encoded = z.unsqueeze(1)  # (B, 1)
+        z = self.normalize(x).unsqueeze(1)  # (B, 1)
+        if self.frequencies is not None:
+            angle = 2 * torch.pi * z * self.frequencies  # (B, F)
+            encoded = torch.cat([torch.sin(angle), torch.cos(angle)], dim=1)  # (B, 2F)
+        elif self.left is None:
+            encoded = z
         else:
-            ratio = (z.unsqueeze(1) - self.left) / self.width  # (B, bins)
+            ratio = (z - self.left) / self.width  # (B, bins)
             if ratio.shape[1] == 1:
                 encoded = ratio
             else:  # first bin open below, last open above (Gorishniy et al. 2022)
                 encoded = torch.cat([ratio[:, :1].clamp(max=1.0), ratio[:, 1:-1].clamp(0.0, 1.0),
                                      ratio[:, -1:].clamp(min=0.0)], dim=1)
+        if self.embed is not None:
+            encoded = self.embed(encoded)  # (B, embedding_size)
         if self.flag_missing:
             encoded = torch.cat([encoded, torch.isnan(x).float().unsqueeze(1)], dim=1)
         return encoded
