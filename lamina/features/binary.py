@@ -11,7 +11,7 @@ from sklearn import metrics as skm
 from torch import nn
 
 from lamina.errors import DataError
-from lamina.features.common import as_strings, class_weights, missing_mask, raise_if_missing
+from lamina.features.common import LinearHead, as_strings, class_weights, missing_mask, raise_if_missing
 
 CAN_BE_OUTPUT = True
 MAIN_METRIC = ("roc_auc", "max")
@@ -45,15 +45,6 @@ class Encoder(nn.Module):
         value = torch.where(torch.isnan(x), self.fill, x) * 2.0 - 1.0
         columns = [value, torch.isnan(x).float()] if self.flag_missing else [value]
         return torch.stack(columns, dim=1)
-
-
-class Head(nn.Module):
-    def __init__(self, input_size: int):
-        super().__init__()
-        self.linear = nn.Linear(input_size, 1)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, H) -> (B,) logits
-        return self.linear(hidden).squeeze(1)
 
 
 class Feature:
@@ -100,7 +91,7 @@ class Feature:
         return Encoder(self.stats)
 
     def head(self, input_size: int) -> nn.Module:
-        return Head(input_size)
+        return LinearHead(input_size)  # (B,) logits
 
     def target(self, column: pd.Series) -> torch.Tensor:
         encoded = self._encode(column)

@@ -15,7 +15,8 @@ from sklearn.preprocessing import label_binarize
 from torch import nn
 
 from lamina.errors import DataError
-from lamina.features.common import MISSING, UNKNOWN, as_strings, class_weights, missing_mask, raise_if_missing
+from lamina.features.common import (MISSING, UNKNOWN, LinearHead, as_strings, class_weights, missing_mask,
+                                    raise_if_missing)
 
 CAN_BE_OUTPUT = True
 MAIN_METRIC = ("accuracy", "max")
@@ -45,15 +46,6 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,) long -> (B, E)
         return self.embedding(x)
-
-
-class Head(nn.Module):
-    def __init__(self, input_size: int, classes: int):
-        super().__init__()
-        self.linear = nn.Linear(input_size, classes)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, H) -> (B, K) logits
-        return self.linear(hidden)
 
 
 class Feature:
@@ -97,7 +89,7 @@ class Feature:
         return Encoder(len(self.stats["vocabulary"]), size)
 
     def head(self, input_size: int) -> nn.Module:
-        return Head(input_size, len(self.stats["labels"]))
+        return LinearHead(input_size, len(self.stats["labels"]))  # (B, K) logits
 
     def target(self, column: pd.Series) -> torch.Tensor:
         labels = self.stats["labels"]

@@ -7,6 +7,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from lamina.errors import DataError
 
@@ -72,3 +73,17 @@ def class_weights(setting: Any, counts: list[int], labels: list[str], feature_na
 
 def to_float_tensor(values: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+
+
+class LinearHead(nn.Module):
+    """An output layer: a linear map from the last hidden layer to `width` values per row, or to
+    one value per row (shape (B,)) when `width` is None."""
+
+    def __init__(self, input_size: int, width: int | None = None):
+        super().__init__()
+        self.squeeze = width is None
+        self.linear = nn.Linear(input_size, width or 1)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, H) -> (B, width) or (B,)
+        output = self.linear(hidden)
+        return output.squeeze(1) if self.squeeze else output

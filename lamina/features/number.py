@@ -15,7 +15,7 @@ from sklearn import metrics as skm
 from torch import nn
 
 from lamina.errors import DataError
-from lamina.features.common import missing_mask, raise_if_missing, to_float_tensor
+from lamina.features.common import LinearHead, missing_mask, raise_if_missing, to_float_tensor
 
 CAN_BE_OUTPUT = True
 MAIN_METRIC = ("rmse", "min")  # (metric, better direction) used for early stopping and comparisons
@@ -125,15 +125,6 @@ class Encoder(nn.Module):
         return encoded
 
 
-class Head(nn.Module):
-    def __init__(self, input_size: int):
-        super().__init__()
-        self.linear = nn.Linear(input_size, 1)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, H) -> (B,)
-        return self.linear(hidden).squeeze(1)
-
-
 class Feature:
     def __init__(self, config):
         self.config = config
@@ -178,7 +169,7 @@ class Feature:
 
     # --- as an output: regression in normalised units, decoded back to the user's units ---
     def head(self, input_size: int) -> nn.Module:
-        return Head(input_size)
+        return LinearHead(input_size)
 
     def target(self, column: pd.Series) -> torch.Tensor:
         return to_float_tensor(parse(column, self.config.name))

@@ -15,7 +15,7 @@ from sklearn import metrics as skm
 from torch import nn
 
 from lamina.errors import DataError
-from lamina.features.common import missing_mask, raise_if_missing, to_float_tensor
+from lamina.features.common import LinearHead, missing_mask, raise_if_missing, to_float_tensor
 
 CAN_BE_OUTPUT = True
 MAIN_METRIC = ("f1_micro", "max")
@@ -62,15 +62,6 @@ class Encoder(nn.Module):
         return self.bag(x)
 
 
-class Head(nn.Module):
-    def __init__(self, input_size: int, labels: int):
-        super().__init__()
-        self.linear = nn.Linear(input_size, labels)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, H) -> (B, L) logits
-        return self.linear(hidden)
-
-
 class Feature:
     def __init__(self, config):
         self.config = config
@@ -108,7 +99,7 @@ class Feature:
         return Encoder(len(self.stats["labels"]), size)
 
     def head(self, input_size: int) -> nn.Module:
-        return Head(input_size, len(self.stats["labels"]))
+        return LinearHead(input_size, len(self.stats["labels"]))  # (B, L) logits
 
     def target(self, column: pd.Series) -> torch.Tensor:
         return to_float_tensor(self._multi_hot(column))
