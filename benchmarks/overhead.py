@@ -1,12 +1,15 @@
 """Framework overhead: seconds per training epoch of lamina against a hand-written PyTorch loop
 that trains the same MLP on the same tensors. Prints both and their ratio (goal: <= 1.10).
 
-Two clocks: wall seconds per epoch (median, first epoch of each run skipped; lamina's own
-`training_['history']` figure) and CPU seconds per epoch, the process CPU time of a run of
-`--epochs` epochs less that of a 1-epoch run, over the difference (setup, the first epoch and the
-final scoring cancel). On a shared, busy machine the CPU figure is the steadier one.
+Wall seconds per epoch come from lamina's own `training_['history']` and the same clock in the
+hand-written loop; the first epoch of each run is skipped; the median is the headline figure and the
+fastest epoch is shown too (load from other processes only ever adds time). CPU seconds per epoch:
+the process CPU time of a run of `--epochs` epochs less that of a 1-epoch run, over the difference
+(setup, the first epoch and the final scoring cancel). On a shared, busy machine all three move
+by up to tens of per cent from run to run (the median most); compare several runs, and use
+--attribute, which times the parts of one step in turn and is the steadiest.
 
-    python benchmarks/overhead.py            # 100,000 rows x 20 numbers, 6 epochs, 2 repeats
+    python benchmarks/overhead.py            # 100,000 rows x 20 numbers, 5 epochs, 3 repeats
     python benchmarks/overhead.py --quick    # CI smoke test, well under 30 s
     python benchmarks/overhead.py --attribute  # also: CPU microseconds of each part of one step
 """
@@ -129,6 +132,7 @@ def attribute(frame: pd.DataFrame, columns: list[str], args: argparse.Namespace)
     index = torch.randperm(len(frame), generator=torch.Generator().manual_seed(0))[:args.batch_size]
     batch = {part: {name: tensor[index] for name, tensor in part_table.items()} for part, part_table in table.items()}
     loss_function = nn.BCEWithLogitsLoss()
+    steps = math.ceil(len(frame) / args.batch_size)
 
     def backward(net, loss):
         optimizers[id(net)].zero_grad(set_to_none=True)
@@ -138,21 +142,31 @@ def attribute(frame: pd.DataFrame, columns: list[str], args: argparse.Namespace)
         nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         optimizers[id(net)].step()
 
-    def cost(function, calls: int = 300) -> float:  # best of 3, microseconds per call
-        function()
-        best = math.inf
-        for _ in range(3):
-            began = time.thread_time()
-            for _ in range(calls):
+    def hand_slices() -> int:
+        order = torch.randperm(len(matrix), generator=torch.Generator().manual_seed(0))
+        for start in range(0, len(order), args.batch_size):
+            rows = order[start:start + args.batch_size]
+            matrix[rows], targets[rows]
+        return steps
+
+    def costs(ours, theirs, rounds: int = 30, calls: int = 20) -> tuple[float, float]:
+        """Microseconds per call of each: blocks of calls taken in turn, the fastest block of each
+        kept, so that load from other processes (which only ever adds time) drops out."""
+        best = [math.inf, math.inf]
+        for round_ in range(rounds):
+            for side in ((0, 1) if round_ % 2 == 0 else (1, 0)):
+                function = (ours, theirs)[side]
                 function()
-            best = min(best, 1e6 * (time.thread_time() - began) / calls)
-        return best
+                began = time.thread_time()
+                for _ in range(calls):
+                    function()
+                best[side] = min(best[side], 1e6 * (time.thread_time() - began) / calls)
+        return best[0], best[1]
 
     parts = [
-        ("batch slicing (lamina.data.batches: one index per column)",
-         lambda: {part: {name: tensor[index] for name, tensor in part_table.items()}
-                         for part, part_table in table.items()},
-         lambda: (matrix[index], targets[index])),
+        ("batch slicing: one epoch's batches, per batch (lamina.data.batches)",
+         lambda: sum(1 for _ in lamina.data.batches(table, args.batch_size, torch.Generator().manual_seed(0))),
+         hand_slices),
         ("forward + loss + backward", lambda: backward(network, batch_loss(network, batch, outputs)),
          lambda: backward(hand, loss_function(hand(matrix[index]).squeeze(1), targets[index]))),
         ("clip_grad_norm_ + AdamW step", lambda: step(network), lambda: step(hand)),
@@ -160,13 +174,14 @@ def attribute(frame: pd.DataFrame, columns: list[str], args: argparse.Namespace)
     print("\n| part of one training step | lamina us | hand-written us | difference us |")
     print("|---|---:|---:|---:|")
     totals = [0.0, 0.0]
-    for label, ours, theirs in parts:
-        measured = cost(ours), cost(theirs)
+    for position, (label, ours, theirs) in enumerate(parts):
+        measured = costs(ours, theirs) if position else [value / steps for value in costs(ours, theirs, 6, 1)]
         totals = [totals[0] + measured[0], totals[1] + measured[1]]
         print(f"| {label} | {measured[0]:.0f} | {measured[1]:.0f} | {measured[0] - measured[1]:+.0f} |")
     with torch.no_grad():
-        encoders = cost(lambda: torch.cat([encoder(batch["inputs"][name]) for name, encoder
-                                           in zip(network.input_names, network.encoders)], dim=1))
+        encoders, _ = costs(lambda: torch.cat([encoder(batch["inputs"][name]) for name, encoder
+                                               in zip(network.input_names, network.encoders)], dim=1),
+                            lambda: (matrix[index] - 0.0) / 1.0)
     print(f"| of which lamina's {len(columns)} number encoders + torch.cat (forward only) | {encoders:.0f} | | |")
     print(f"| total | {totals[0]:.0f} | {totals[1]:.0f} | {totals[0] - totals[1]:+.0f} "
           f"(ratio {totals[0] / totals[1]:.3f}) |")
@@ -177,8 +192,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small run for a CI smoke test (< 30 s)")
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--columns", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=6, help="per timed run (plus one 1-epoch run of each)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each, interleaved L H H L ...")
+    parser.add_argument("--epochs", type=int, default=5, help="per timed run (plus one 1-epoch run of each)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each, interleaved L H H L ...")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--size", type=int, default=256)
@@ -223,21 +238,25 @@ def main() -> None:
     if parameters["lamina"] != parameters["hand-written"]:
         print(f"WARNING: parameter counts differ: {parameters}")
     wall = {name: statistics.median(walls[name]) for name in names}
+    fastest = {name: min(walls[name]) for name in names}
     per_epoch = {name: (statistics.mean(cpu[name, args.epochs]) - statistics.mean(cpu[name, 1])) / (args.epochs - 1)
                  for name in names}
     batches = math.ceil(args.rows / args.batch_size)
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     print()
-    print("| loop | wall s/epoch (median) | CPU s/epoch | CPU ms/batch | parameters | final train loss |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| loop | wall s/epoch (median) | wall s/epoch (fastest) | CPU s/epoch | ms/batch (median wall) "
+          "| parameters | final train loss |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name in names:
-        print(f"| {name} | {wall[name]:.3f} | {per_epoch[name]:.3f} | {1000 * per_epoch[name] / batches:.2f} | "
-              f"{parameters[name]:,} | {statistics.mean(losses[name]):.4f} |")
-    ratio = {clock: values["lamina"] / values["hand-written"] for clock, values in (("wall", wall), ("CPU", per_epoch))}
-    print(f"| **ratio lamina / hand-written** | **{ratio['wall']:.3f}** | **{ratio['CPU']:.3f}** | | | |")
-    verdict = "met" if ratio["CPU"] <= 1.10 else "NOT met"
-    print(f"\nratio lamina / hand-written: CPU {ratio['CPU']:.3f}, wall {ratio['wall']:.3f} "
-          f"(goal <= 1.10 on CPU time: {verdict})")
+        print(f"| {name} | {wall[name]:.3f} | {fastest[name]:.3f} | {per_epoch[name]:.3f} | "
+              f"{1000 * wall[name] / batches:.2f} | {parameters[name]:,} | {statistics.mean(losses[name]):.4f} |")
+    ratio = {clock: values["lamina"] / values["hand-written"]
+             for clock, values in (("median", wall), ("fastest", fastest), ("CPU", per_epoch))}
+    print(f"| **ratio lamina / hand-written** | **{ratio['median']:.3f}** | **{ratio['fastest']:.3f}** | "
+          f"**{ratio['CPU']:.3f}** | | | |")
+    verdict = "met" if ratio["median"] <= 1.10 else "NOT met"
+    print(f"\nratio lamina / hand-written, median wall s/epoch: {ratio['median']:.3f} (goal <= 1.10: {verdict}); "
+          f"fastest epochs {ratio['fastest']:.3f}; CPU time {ratio['CPU']:.3f}")
     if args.attribute:
         attribute(frame, columns, args)
 

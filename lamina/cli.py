@@ -17,7 +17,7 @@ def _train(args) -> None:
     from lamina.api import Model
     from lamina.metrics import table
 
-    model = Model(args.config)
+    model = Model(args.config or _folder_config(args.data))
     if args.seed is not None:
         model.config.training.seed = args.seed
     model.fit(args.data, output_dir=args.output, resume=args.resume, quiet=args.quiet)
@@ -26,6 +26,22 @@ def _train(args) -> None:
           f"test {info['rows']['test']}); learning rate {info['learning_rate']:.2e}; best epoch {info['best_epoch']}")
     print(table(model.metrics_))
     print(f"model saved to {args.output}")
+
+
+def _folder_config(data: str) -> dict:
+    """With no --config, a folder of class sub-folders gets a default image classifier."""
+    from lamina.data import read_folder
+
+    if not Path(data).is_dir():
+        raise ConfigError("--config is needed unless --data is a folder of class sub-folders of images; "
+                          "`lamina init-config --data FILE --target COLUMN` writes a starting config")
+    frame = read_folder(Path(data))
+    config = {"inputs": [{"name": "image", "type": "image"}], "outputs": [{"name": "label", "type": "category"}]}
+    if "split" in frame.columns:
+        config["split"] = {"method": "column", "column": "split"}
+    print("no --config given; training this default (save it as a YAML file to change it):")
+    print(yaml.safe_dump(config, sort_keys=False, default_flow_style=None), end="")
+    return config
 
 
 def _evaluate(args) -> None:
@@ -96,7 +112,7 @@ def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="lamina", description="Declarative deep learning on PyTorch.")
     commands = main.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train and evaluate a model, then save it")
-    train.add_argument("--config", required=True, help="YAML config file")
+    train.add_argument("--config", help="YAML config file (optional when --data is a folder of class sub-folders)")
     train.add_argument("--data", required=True, help="CSV/Parquet/JSONL file, or a data set name (e.g. adult)")
     train.add_argument("--output", required=True, help="folder for the model, checkpoints and metrics")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")

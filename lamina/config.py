@@ -65,6 +65,9 @@ class Training(BaseModel):
     gradient_clip: float | None = Field(1.0, gt=0.0, description="max gradient norm; null turns clipping off")
     early_stopping: EarlyStopping | None = Field(default_factory=EarlyStopping)
     seed: int = 42
+    workers: int = Field(2, ge=0, description="background processes that decode lazily read columns (image files "
+                                              "too many to hold in memory) for training batches; 0: decode in "
+                                              "the main process")
 
 
 class Split(BaseModel):

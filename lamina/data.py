@@ -38,7 +38,9 @@ def read_table(data: Any) -> tuple[pd.DataFrame, str]:
         raise DataError(f"data file '{path}' does not exist; give a CSV, Parquet or JSONL file, or a data set "
                         f"name ({', '.join(datasets.names())})")
     suffixes = [suffix for suffix in path.suffixes if suffix.lower() in READERS]
-    if path.is_dir() or not suffixes:
+    if path.is_dir():
+        return read_folder(path), f"folder '{path}'"
+    if not suffixes:
         raise DataError(f"cannot read '{path}': expected a file ending in {', '.join(sorted(READERS))}")
     kind = READERS[suffixes[-1].lower()]
     try:
@@ -55,6 +57,27 @@ def read_table(data: Any) -> tuple[pd.DataFrame, str]:
     if frame.empty:
         raise DataError(f"'{path}' has no rows")
     return frame, f"'{path}'"
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm"}
+
+
+def read_folder(folder: Path) -> pd.DataFrame:
+    """A folder of class sub-folders as a table with columns image (file path) and label
+    (the sub-folder's name). Top-level train/validation/test folders, each holding class
+    sub-folders, also fill a `split` column."""
+    parts = {SPLIT_NAMES[child.name.lower()]: child for child in folder.iterdir()
+             if child.is_dir() and child.name.lower() in SPLIT_NAMES}
+    rows = []
+    for split, root in (parts.items() if parts else [(None, folder)]):
+        for label_folder in sorted(child for child in root.iterdir() if child.is_dir()):
+            for file in sorted(label_folder.rglob("*")):
+                if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
+                    rows.append({"image": str(file), "label": label_folder.name, **({"split": split} if split else {})})
+    if not rows:
+        raise DataError(f"folder '{folder}' holds no images in class sub-folders; lay it out as "
+                        f"{folder}/<class>/<image file> (files ending in {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return pd.DataFrame(rows)
 
 
 def check_columns(frame: pd.DataFrame, names: list[str], source: str, role: str = "the config") -> None:
@@ -84,8 +107,8 @@ def split_rows(frame: pd.DataFrame, config: Config) -> dict[str, np.ndarray]:
     first = config.outputs[0]
     stratify = None
     if split.method == "stratified" or (split.method == "auto" and first.type in ("binary", "category")):
-        labels = frame[first.name].astype(str).to_numpy()
-        _, counts = np.unique(labels, return_counts=True)
+        labels, _ = pd.factorize(frame[first.name].astype(str))
+        counts = np.bincount(labels)
         if counts.min() >= 3 or split.method == "stratified":
             stratify = labels
         if split.method == "stratified" and counts.min() < 3:
@@ -118,14 +141,17 @@ def split_rows(frame: pd.DataFrame, config: Config) -> dict[str, np.ndarray]:
 
 
 def rows_to_keep(frame: pd.DataFrame, inputs: list, outputs: list) -> np.ndarray:
-    """Rows usable for training/evaluation: targets present, and no missing value where a
-    feature says missing: drop."""
+    """Rows usable for training/evaluation: targets present, no missing value where a feature
+    says missing: drop, and none of the rows an input's optional `bad_rows(column)` marks."""
     keep = np.ones(len(frame), dtype=bool)
     for feature in outputs:
         keep &= ~missing_mask(frame[feature.config.name])
     for feature in inputs:
         if getattr(feature.config, "missing", None) == "drop":
             keep &= ~missing_mask(frame[feature.config.name])
+        bad_rows = getattr(feature, "bad_rows", None)  # e.g. unreadable image files with on_error: skip
+        if bad_rows is not None:
+            keep &= ~bad_rows(frame[feature.config.name])
     return keep
 
 

@@ -189,7 +189,7 @@ def fit(network, train_table, validation_table, outputs, training: Training, *,
         generator = torch.Generator().manual_seed(training.seed + epoch)
         network.train()
         total, rows = 0.0, 0
-        for batch in batches(train_table, training.batch_size, generator):
+        for batch in batches(train_table, training.batch_size, generator, workers=training.workers):
             size = row_count(batch)
             if size < 2:  # batch normalisation cannot train on a single row
                 continue

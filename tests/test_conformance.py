@@ -27,6 +27,10 @@ def sample(type_name: str, rows: int = ROWS, seed: int = 0) -> pd.Series:
     elif type_name == "set":
         values = np.array(["|".join(sorted(set(rng.choice(["a", "b", "c", "d"], rng.integers(0, 3)))))
                            for _ in range(rows)], dtype=object)
+    elif type_name == "image":  # in-memory arrays of varied sizes, grey and colour
+        values = np.empty(rows, dtype=object)
+        values[:] = [rng.integers(0, 256, (int(rng.integers(6, 12)), 8) + ((3,) if row % 2 else ())).astype(np.uint8)
+                     for row in range(rows)]
     else:
         raise AssertionError(f"add a sample column for the new data type '{type_name}' to the conformance suite")
     values[3] = None
@@ -34,7 +38,8 @@ def sample(type_name: str, rows: int = ROWS, seed: int = 0) -> pd.Series:
 
 
 def options(type_name: str) -> dict:
-    return {"delimiter": "|"} if type_name == "set" else {}
+    return {"set": {"delimiter": "|"}, "image": {"size": 8, "width": 4, "stages": 2, "embedding_size": 8}}.get(
+        type_name, {})
 
 
 def make(type_name: str, role: str):
@@ -75,7 +80,7 @@ def test_encoder_accepts_values_never_seen_in_training(type_name):
     feature = make(type_name, "input")
     feature.fit(sample(type_name))
     strange = {"number": [1e6, -5.0], "binary": ["maybe", None], "category": ["purple", ""],
-               "set": ["z|y", None]}[type_name]
+               "set": ["z|y", None], "image": [np.full((20, 12), 1e3), None]}[type_name]
     encoded = feature.encoder()(feature.transform(pd.Series(strange, dtype=object)))
     assert torch.isfinite(encoded).all()
 

@@ -118,8 +118,20 @@ def test_unsupported_file_suffix(tmp_path):
     assert "people.xlsx" in message and ".csv" in message and ".parquet" in message
 
 
-def test_a_folder_is_not_a_table(tmp_path):
-    assert "cannot read" in error_of(lambda: read_table(tmp_path))
+def test_a_folder_without_class_sub_folders_of_images(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    message = error_of(lambda: read_table(tmp_path))
+    assert str(tmp_path) in message and "<class>/<image file>" in message
+
+
+def test_a_folder_of_class_sub_folders_is_a_table(tmp_path):
+    for split, label, name in [("train", "cat", "a.png"), ("train", "dog", "b.jpg"), ("test", "cat", "c.PNG")]:
+        (tmp_path / split / label).mkdir(parents=True, exist_ok=True)
+        (tmp_path / split / label / name).write_bytes(b"")
+    (tmp_path / "train" / "dog" / "readme.txt").write_text("skipped: not an image")
+    frame, source = read_table(tmp_path)
+    assert source == f"folder '{tmp_path}'"
+    assert sorted(zip(frame["label"], frame["split"])) == [("cat", "test"), ("cat", "train"), ("dog", "train")]
 
 
 @pytest.mark.parametrize("name, content", [

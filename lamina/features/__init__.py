@@ -11,7 +11,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from lamina.features import binary, category, number, set as set_type
+from lamina.features import binary, category, image, number, set as set_type
 
 
 class FeatureType(Protocol):
@@ -45,6 +45,7 @@ REGISTRY = {
     "binary": binary,
     "category": category,
     "set": set_type,
+    "image": image,
 }
 
 

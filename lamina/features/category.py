@@ -76,7 +76,8 @@ class Feature:
             raise_if_missing(column, options.name)
         vocabulary = self.stats["vocabulary"]
         index = {value: position for position, value in enumerate(vocabulary)}
-        codes = as_strings(column).map(index).fillna(0).to_numpy(dtype=np.int64, copy=True)
+        codes = pd.Index(vocabulary).get_indexer(as_strings(column)).astype(np.int64)
+        codes[codes < 0] = 0  # values never seen in training: the unknown token
         missing = missing_mask(column)
         if options.missing == "category":
             codes[missing] = index[MISSING]

@@ -17,10 +17,13 @@ MISSING = "<missing>"
 
 def missing_mask(column: pd.Series) -> np.ndarray:
     """True where a value is missing: NaN, None or an empty/blank string."""
-    mask = column.isna().to_numpy().copy()
+    mask = column.isna().to_numpy(dtype=bool, copy=True)
     if column.dtype == object or pd.api.types.is_string_dtype(column):
-        blank = column.map(lambda value: isinstance(value, str) and value.strip() == "")
-        mask |= blank.to_numpy(dtype=bool)
+        try:  # .str gives NaN for cells that are not strings (lists, numbers): those are not blank
+            blank = column.str.strip().eq("")
+        except AttributeError:  # an object column without a single string
+            return mask
+        mask |= blank.fillna(False).to_numpy(dtype=bool)
     return mask
 
 

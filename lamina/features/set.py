@@ -4,7 +4,6 @@ A cell holds a list/tuple/set of labels or a delimited string ("drama|comedy").
 """
 from __future__ import annotations
 
-from collections import Counter
 from typing import Literal
 
 import numpy as np
@@ -36,18 +35,22 @@ class Options(BaseModel):
         None, description="balanced: weigh each label's positives by its negatives/positives ratio")
 
 
-def split_labels(column: pd.Series, delimiter: str) -> list[list[str]]:
-    """Each cell as a list of label strings; missing cells are empty lists."""
-    missing = missing_mask(column) if len(column) else np.zeros(0, dtype=bool)
-    rows = []
-    for value, gone in zip(column.tolist(), missing):
+LIST_TYPES = (list, tuple, set, frozenset, np.ndarray)
+
+
+def labels_per_row(column: pd.Series, delimiter: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every (row position, label) pair of a column: delimited strings are split, list-like
+    cells taken as they are, missing cells give no pairs."""
+    rows, labels = [], []
+    for position, (value, gone) in enumerate(zip(column.to_numpy(dtype=object), missing_mask(column))):
         if gone:
-            rows.append([])
-        elif isinstance(value, (list, tuple, set, frozenset, np.ndarray)):
-            rows.append([str(label).strip() for label in value if str(label).strip()])
-        else:
-            rows.append([label.strip() for label in str(value).split(delimiter) if label.strip()])
-    return rows
+            continue
+        for label in (value if isinstance(value, LIST_TYPES) else str(value).split(delimiter)):
+            label = str(label).strip()
+            if label:
+                rows.append(position)
+                labels.append(label)
+    return np.array(rows, dtype=np.int64), np.array(labels, dtype=object)
 
 
 class Encoder(nn.Module):
@@ -69,24 +72,23 @@ class Feature:
 
     def fit(self, column: pd.Series) -> None:
         options = self.config
-        rows = split_labels(column, options.delimiter)
-        counts = Counter(label for row in rows for label in set(row))
-        ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        rows, labels = labels_per_row(column, options.delimiter)
+        unique = pd.DataFrame({"row": rows, "label": labels}).drop_duplicates()
+        ordered = sorted(unique["label"].value_counts().items(), key=lambda item: (-item[1], item[0]))
         kept = [(label, count) for label, count in ordered if count >= options.min_count]
         kept = kept[: options.max_size] if options.max_size else kept
         if not kept:
             raise DataError(f"column '{options.name}' has no labels in the training split; "
                             f"check the delimiter (now {options.delimiter!r}) or remove the feature")
-        self.stats = {"labels": [label for label, _ in kept], "counts": [count for _, count in kept],
-                      "rows": len(rows)}
+        self.stats = {"labels": [label for label, _ in kept], "counts": [int(count) for _, count in kept],
+                      "rows": len(column)}
 
     def _multi_hot(self, column: pd.Series) -> np.ndarray:
-        index = {label: position for position, label in enumerate(self.stats["labels"])}
-        encoded = np.zeros((len(column), len(index)), dtype=np.float32)
-        for row, labels in enumerate(split_labels(column, self.config.delimiter)):
-            for label in labels:
-                if label in index:  # labels never seen in training are ignored
-                    encoded[row, index[label]] = 1.0
+        rows, labels = labels_per_row(column, self.config.delimiter)
+        codes = pd.Index(self.stats["labels"]).get_indexer(labels)  # -1: a label never seen in training
+        encoded = np.zeros((len(column), len(self.stats["labels"])), dtype=np.float32)
+        known = codes >= 0
+        encoded[rows[known], codes[known]] = 1.0
         return encoded
 
     def transform(self, column: pd.Series) -> torch.Tensor:
