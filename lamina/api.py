@@ -74,7 +74,9 @@ class Model:
         return self
 
     def _fingerprint(self, rows: dict) -> str:
-        learned = {"config": self.config.to_dict(), "rows": rows,
+        config = self.config.to_dict()
+        config["training"].pop("workers", None)  # how batches are read does not change what is learned
+        learned = {"config": config, "rows": rows,
                    "stats": [f.stats for f in self.inputs_ + self.outputs_]}
         return hashlib.sha256(json.dumps(learned, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -142,24 +142,38 @@ def load_config(source: Config | dict | str | Path) -> Config:
             from None
 
 
+def _walk(model: Any, parts: tuple) -> tuple[tuple, Any]:
+    """The longest prefix of `parts` naming fields of nested models (and list positions), and the
+    model it ends in (None when it ends in a plain value)."""
+    path: tuple = ()
+    for part in parts:
+        if isinstance(part, int):
+            path += (part,)
+            continue
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            break
+        path += (part,)
+        annotation = fields[part].annotation
+        members = (annotation, *getattr(annotation, "__args__", ()))
+        model = next((member for member in members
+                      if isinstance(member, type) and issubclass(member, BaseModel)), None)
+    return path, model
+
+
+def _root(loc: tuple) -> tuple[tuple, Any, tuple]:
+    """Where to start walking: a feature's own model for locations inside inputs/outputs."""
+    if loc[:1] in (("inputs",), ("outputs",)) and len(loc) >= 3:
+        models = INPUT_MODELS if loc[0] == "inputs" else OUTPUT_MODELS
+        return loc[:3], models.get(loc[2]), loc[3:]
+    return (), Config, loc
+
+
 def _key_path(loc: tuple) -> tuple:
     """The part of an error location made of keys and list positions; after it pydantic appends
     the tag of a union member (training.learning_rate.float, ...class_weights.dict[str,float])."""
-    if loc[:1] in (("inputs",), ("outputs",)):
-        return loc[:4]
-    model: Any = Config
-    path: tuple = ()
-    for part in loc:
-        fields = getattr(model, "model_fields", None)
-        if not isinstance(part, int) and (not fields or part not in fields):
-            break
-        path += (part,)
-        if not isinstance(part, int):
-            annotation = fields[part].annotation
-            members = (annotation, *getattr(annotation, "__args__", ()))
-            model = next((member for member in members
-                          if isinstance(member, type) and issubclass(member, BaseModel)), None)
-    return path
+    prefix, model, rest = _root(loc)
+    return prefix + _walk(model, rest)[0]
 
 
 def _merge_unions(items: list[dict]) -> list[dict]:
@@ -192,18 +206,9 @@ def _feature_label(raw: dict, loc: tuple) -> str:
 
 def _allowed_keys(loc: tuple) -> list[str]:
     """The keys valid at the parent of `loc` (for did-you-mean on unknown keys)."""
-    if loc[0] in ("inputs", "outputs") and len(loc) >= 3:
-        models = INPUT_MODELS if loc[0] == "inputs" else OUTPUT_MODELS
-        return list(models[loc[2]].model_fields) if loc[2] in models else []
-    model: Any = Config
-    for part in loc[:-1]:
-        field = model.model_fields.get(part) if isinstance(part, str) else None
-        annotation = getattr(field, "annotation", None)
-        candidates = [arg for arg in getattr(annotation, "__args__", ()) if isinstance(arg, type)]
-        model = annotation if isinstance(annotation, type) else (candidates[0] if candidates else None)
-        if model is None or not issubclass(model, BaseModel):
-            return []
-    return list(model.model_fields)
+    _, model, rest = _root(loc)
+    path, model = _walk(model, rest[:-1])
+    return list(model.model_fields) if model is not None and len(path) == len(rest) - 1 else []
 
 
 def _explain(item: dict, raw: dict) -> str:
@@ -214,7 +219,8 @@ def _explain(item: dict, raw: dict) -> str:
         key = loc[-1]
         allowed = _allowed_keys(loc)
         if in_feature and len(loc) >= 4:
-            return (f"unknown key '{key}' for {loc[2]} feature {where}"
+            nested = f" in {'.'.join(str(part) for part in loc[3:-1])}" if len(loc) > 4 else ""
+            return (f"unknown key '{key}'{nested} for {loc[2]} feature {where}"
                     f"{did_you_mean(key, [k for k in allowed if k not in ('name', 'type')])}")
         parent = ".".join(str(part) for part in loc[:-1]) or "the config"
         return f"unknown key '{key}' in {parent}{did_you_mean(key, allowed)}"
@@ -230,6 +236,6 @@ def _explain(item: dict, raw: dict) -> str:
     if kind == "missing":
         return f"{where}: missing required key" if not in_feature else \
             f"{where}: missing required key '{loc[-1]}'"
-    key = f"{where}.{loc[-1]}" if in_feature and len(loc) >= 4 else where
+    key = f"{where}.{'.'.join(str(part) for part in loc[3:])}" if in_feature and len(loc) >= 4 else where
     message = item["msg"].removeprefix("Value error, ")
     return f"{key}: {message} (got {value!r})" if kind != "value_error" else f"{key}: {message}"

@@ -59,7 +59,7 @@ def read_table(data: Any) -> tuple[pd.DataFrame, str]:
     return frame, f"'{path}'"
 
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom"}
 
 
 def read_folder(folder: Path) -> pd.DataFrame:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from lamina.data import IMAGE_SUFFIXES
 from lamina.errors import DataError, did_you_mean
 from lamina.features.common import missing_mask
 
@@ -13,6 +14,8 @@ def infer_type(column: pd.Series, is_target: bool) -> tuple[str | None, dict, st
     present = column[~missing_mask(column)]
     if present.empty:
         return None, {}, "empty"
+    if present.map(lambda value: isinstance(value, np.ndarray) and value.ndim in (2, 3)).all():
+        return "image", {}, "pixel arrays"
     if present.map(lambda value: isinstance(value, (list, tuple, set, np.ndarray))).all():
         return "set", {}, "lists of labels"
     unique = present.astype(str).nunique()
@@ -28,6 +31,8 @@ def infer_type(column: pd.Series, is_target: bool) -> tuple[str | None, dict, st
         skewed = numeric.min() >= 0 and abs(float(numeric.skew())) > 2.0
         return "number", ({"normalize": "log"} if skewed else {}), "numbers" + (" (skewed)" if skewed else "")
     text = present.astype(str)
+    if not is_target and text.str.lower().str.endswith(tuple(IMAGE_SUFFIXES)).mean() > 0.9:
+        return "image", {}, "image file paths"
     if not is_target and unique == len(present) and len(present) > 20:
         return None, {}, "a different value in every row (an id?)"
     if text.str.contains("|", regex=False).mean() > 0.5:
