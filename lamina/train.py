@@ -19,6 +19,9 @@ from lamina.errors import ArtifactError, ConfigError
 from lamina.metrics import LOWER_IS_BETTER
 
 CHECKPOINT = "checkpoint.pt"
+# what a checkpoint carries besides the weights and optimiser state
+RUN_KEYS = ("epoch", "history", "best", "best_score", "best_epoch", "bad_epochs", "stopped_early",
+            "learning_rate", "finder")
 
 
 def batch_loss(network, batch, outputs) -> torch.Tensor:
@@ -145,6 +148,40 @@ def monitored(result: dict, metric: str) -> float:
     return result[output][name]
 
 
+def train_epoch(network, table, outputs, optimizer, scheduler, training: Training, epoch: int, progress) -> float:
+    """One pass over the training rows; returns the mean training loss."""
+    torch.manual_seed(training.seed + 1000 + epoch)  # dropout noise reproducible per epoch, so resume matches
+    generator = torch.Generator().manual_seed(training.seed + epoch)
+    network.train()
+    total, rows = 0.0, 0
+    for batch in batches(table, training.batch_size, generator, workers=training.workers):
+        size = row_count(batch)
+        if size < 2:  # batch normalisation cannot train on a single row
+            continue
+        loss = batch_loss(network, batch, outputs)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if training.gradient_clip:
+            torch.nn.utils.clip_grad_norm_(network.parameters(), training.gradient_clip)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total, rows = total + loss.item() * size, rows + size
+        progress.update(1)
+        progress.set_postfix(epoch=f"{epoch + 1}/{training.epochs}", loss=f"{total / rows:.4f}")
+    return total / max(rows, 1)
+
+
+def keep_best(run: dict, network, score: float, metric: str, patience: int | None) -> None:
+    """Early-stopping bookkeeping: remember the best weights, count epochs without improvement."""
+    if improved(score, run["best_score"], metric):
+        run.update(best_score=score, best_epoch=run["epoch"], bad_epochs=0,
+                   best={key: value.detach().clone() for key, value in network.state_dict().items()})
+    else:
+        run["bad_epochs"] += 1
+    run["stopped_early"] = bool(patience and run["bad_epochs"] >= patience)
+
+
 def fit(network, train_table, validation_table, outputs, training: Training, *,
         checkpoint_dir: Path | None = None, resume: bool = False, quiet: bool = False,
         fingerprint: str = "") -> dict:
@@ -153,86 +190,58 @@ def fit(network, train_table, validation_table, outputs, training: Training, *,
     stopping = training.early_stopping if has_validation else None
     metric = stopping.metric if stopping else "loss"
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
-    state = load_checkpoint(checkpoint_path, fingerprint) if resume else None
-
-    if state:
-        learning_rate, finder = state["learning_rate"], state["finder"]
-    elif training.learning_rate == "auto":
-        learning_rate, finder = find_learning_rate(network, train_table, outputs, training)
-        if not quiet:
-            tqdm.write(f"learning-rate range test: chose {learning_rate:.2e}")
+    saved = load_checkpoint(checkpoint_path, fingerprint) if resume else None
+    if saved:
+        run = {key: saved[key] for key in RUN_KEYS}
     else:
-        learning_rate, finder = float(training.learning_rate), {}
+        if training.learning_rate == "auto":
+            learning_rate, finder = find_learning_rate(network, train_table, outputs, training)
+            if not quiet:
+                tqdm.write(f"learning-rate range test: chose {learning_rate:.2e}")
+        else:
+            learning_rate, finder = float(training.learning_rate), {}
+        run = {"epoch": 0, "history": [], "best": None, "best_score": None, "best_epoch": 0, "bad_epochs": 0,
+               "stopped_early": False, "learning_rate": learning_rate, "finder": finder}
 
-    optimizer = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=training.weight_decay)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=run["learning_rate"], weight_decay=training.weight_decay)
     steps_per_epoch = math.ceil(row_count(train_table) / training.batch_size)
-    scheduler = make_scheduler(optimizer, training, learning_rate, training.epochs * steps_per_epoch)
-    history, best, best_score, best_epoch, bad_epochs, start = [], None, None, 0, 0, 0
-    if state:
-        network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
+    scheduler = make_scheduler(optimizer, training, run["learning_rate"], training.epochs * steps_per_epoch)
+    if saved:
+        network.load_state_dict(saved["network"])
+        optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        history, best, best_score = state["history"], state["best"], state["best_score"]
-        best_epoch, bad_epochs, start = state["best_epoch"], state["bad_epochs"], state["epoch"]
+            scheduler.load_state_dict(saved["scheduler"])
     elif has_validation:
         monitored(scores(network, validation_table, outputs), metric)  # a bad metric name fails now, not later
 
-    progress = tqdm(total=training.epochs * steps_per_epoch, initial=start * steps_per_epoch, disable=True if quiet else None,
-                    unit="batch", dynamic_ncols=True, leave=False, mininterval=0.5)
-    stopped_early = state.get("stopped_early", False) if state else False
-    for epoch in range(start, training.epochs):
-        if stopped_early:
+    progress = tqdm(total=training.epochs * steps_per_epoch, initial=run["epoch"] * steps_per_epoch,
+                    disable=True if quiet else None, unit="batch", dynamic_ncols=True, leave=False, mininterval=0.5)
+    for epoch in range(run["epoch"], training.epochs):
+        if run["stopped_early"]:
             break
         began = time.perf_counter()
-        torch.manual_seed(training.seed + 1000 + epoch)  # dropout noise reproducible per epoch, so resume matches
-        generator = torch.Generator().manual_seed(training.seed + epoch)
-        network.train()
-        total, rows = 0.0, 0
-        for batch in batches(train_table, training.batch_size, generator, workers=training.workers):
-            size = row_count(batch)
-            if size < 2:  # batch normalisation cannot train on a single row
-                continue
-            loss = batch_loss(network, batch, outputs)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if training.gradient_clip:
-                torch.nn.utils.clip_grad_norm_(network.parameters(), training.gradient_clip)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            total, rows = total + loss.item() * size, rows + size
-            progress.update(1)
-            progress.set_postfix(epoch=f"{epoch + 1}/{training.epochs}", loss=f"{total / rows:.4f}")
-
-        record = {"epoch": epoch + 1, "train_loss": total / max(rows, 1),
+        record = {"epoch": epoch + 1,
+                  "train_loss": train_epoch(network, train_table, outputs, optimizer, scheduler, training, epoch,
+                                            progress),
                   "learning_rate": optimizer.param_groups[0]["lr"]}
+        run["epoch"] = epoch + 1
         if has_validation:
-            result = scores(network, validation_table, outputs)
-            record["validation"] = result
-            score = monitored(result, metric)
-            if improved(score, best_score, metric):
-                best_score, best_epoch, bad_epochs = score, epoch + 1, 0
-                best = {key: value.detach().clone() for key, value in network.state_dict().items()}
-            else:
-                bad_epochs += 1
-            stopped_early = bool(stopping and bad_epochs >= stopping.patience)
+            record["validation"] = scores(network, validation_table, outputs)
+            keep_best(run, network, monitored(record["validation"], metric), metric,
+                      stopping.patience if stopping else None)
         record["seconds"] = time.perf_counter() - began
-        history.append(record)
+        run["history"].append(record)
         if not quiet:
             tqdm.write(_epoch_line(record, training.epochs, metric))
         if checkpoint_path:
-            save_checkpoint(checkpoint_path, {
-                "fingerprint": fingerprint, "epoch": epoch + 1, "network": network.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else {},
-                "best": best, "best_score": best_score, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                "history": history, "learning_rate": learning_rate, "finder": finder,
-                "stopped_early": stopped_early})
+            save_checkpoint(checkpoint_path, {**run, "fingerprint": fingerprint, "network": network.state_dict(),
+                                              "optimizer": optimizer.state_dict(),
+                                              "scheduler": scheduler.state_dict() if scheduler else {}})
     progress.close()
-    if best is not None:
-        network.load_state_dict(best)
-    return {"history": history, "learning_rate": learning_rate, "finder": finder, "best_epoch": best_epoch,
-            "stopped_early": stopped_early, "monitored": metric}
+    if run["best"] is not None:
+        network.load_state_dict(run["best"])
+    return {key: run[key] for key in ("history", "learning_rate", "finder", "best_epoch", "stopped_early")} | \
+        {"monitored": metric}
 
 
 def _epoch_line(record: dict, epochs: int, metric: str) -> str:
