@@ -323,3 +323,20 @@ def test_warnings_are_not_raised_for_good_data(grey_files):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         feature(root=str(folder), on_error="skip").bad_rows(frame["photo"])
+
+
+def test_a_folder_of_class_sub_folders_trains_with_no_config(tmp_path, capsys):
+    from lamina.cli import main
+
+    images, labels = stripes(48, seed=3)
+    for position, (image, label) in enumerate(zip(images, labels)):
+        split = "test" if position % 6 == 0 else "validation" if position % 6 == 1 else "train"
+        (tmp_path / "photos" / split / label).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(tmp_path / "photos" / split / label / f"{position}.png")
+    code = main(["train", "--data", str(tmp_path / "photos"), "--output", str(tmp_path / "run"), "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "no --config given" in printed and "type: image" in printed and "method: column" in printed
+    model = lamina.load(tmp_path / "run")
+    assert model.training_["rows"] == {"train": 32, "validation": 8, "test": 8}
+    assert set(model.predict(str(tmp_path / "photos"))["label"]) <= {"horizontal", "vertical"}
