@@ -56,7 +56,8 @@ class Feature:
         name = self.config.name
         present = column[~missing_mask(column)]
         strings = as_strings(present)
-        values = sorted(set(strings))
+        frequency = strings.value_counts()
+        values = sorted(str(value) for value in frequency.index)
         if len(values) > 2:
             raise DataError(
                 f"column '{name}' has {len(values)} distinct values ({', '.join(values[:5])}"
@@ -70,7 +71,7 @@ class Feature:
             positive = truthy[0] if truthy else values[-1] if values else "1"
         negatives = [value for value in values if value != positive]
         negative = negatives[0] if negatives else "not " + positive
-        counts = [int((strings == label).sum()) for label in (negative, positive)]
+        counts = [int(frequency.get(label, 0)) for label in (negative, positive)]
         fill = 0.0 if self.config.missing == "false" else float(counts[1] > counts[0])
         self.stats = {"labels": [negative, positive], "counts": counts, "fill": fill,
                       "has_missing": bool(missing_mask(column).any())}
