@@ -98,8 +98,11 @@ def _datasets(args) -> None:
           f"\n  licence: {item.licence}\n  local copy: {item.locate() or 'none (install: ' + item.install + ')'}")
     frame = datasets.load(item.name)
     print(f"  {len(frame)} rows x {frame.shape[1]} columns")
+    def distinct(column: pd.Series):  # cells holding arrays (images) cannot be hashed
+        return column.nunique() if not column.map(lambda value: hasattr(value, "shape")).any() else "(arrays)"
+
     print(pd.DataFrame({"dtype": frame.dtypes.astype(str), "missing": frame.isna().sum(),
-                        "distinct": frame.nunique()}).to_string())
+                        "distinct": {name: distinct(frame[name]) for name in frame.columns}}).to_string())
 
 
 def _config_schema(args) -> None:

@@ -204,3 +204,11 @@ def test_real_process_error_has_no_traceback(project):
     assert result.returncode == 2
     assert result.stderr.startswith("lamina: error: config file") and "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+def test_datasets_show_an_image_data_set(capsys):
+    from lamina.cli import main
+
+    assert main(["datasets", "show", "digits"]) == 0
+    printed = capsys.readouterr().out
+    assert "1797 rows" in printed and "(arrays)" in printed
