@@ -39,6 +39,7 @@ benchmarks: setup
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/adult.py
 	$(BIN)/python benchmarks/csv_throughput.py
+	$(BIN)/python benchmarks/fashion_mnist.py
 
 clean:
 	rm -rf $(VENV) runs
