@@ -1,8 +1,7 @@
 """Helpers shared by the data type files: missing values, label vocabularies, class weights."""
 from __future__ import annotations
 
-from collections import Counter
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,14 +47,6 @@ def as_strings(column: pd.Series) -> pd.Series:
             return column.astype("Int64").astype(str)
         return column.astype(str)
     return column.astype(str).str.strip()
-
-
-def vocabulary(values: Iterable[str], max_size: int | None, min_count: int) -> list[str]:
-    """Values ordered by frequency (ties by value), cut by count and size."""
-    counts = Counter(values)
-    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    kept = [value for value, count in ordered if count >= min_count]
-    return kept[:max_size] if max_size else kept
 
 
 def class_weights(setting: Any, counts: list[int], labels: list[str], feature_name: str) -> list[float] | None:
