@@ -16,6 +16,8 @@ from lamina.data import check_columns, read_table, rows_to_keep, split_rows, ten
 from lamina.errors import ArtifactError, DataError
 from lamina.model import Network
 
+TRAIN_GENERATION_ROWS = 1000  # training rows whose text outputs are generated for the final metrics
+
 
 def _frame(data: Any) -> tuple[pd.DataFrame, str]:
     """Like read_table, but also takes one row as a dict or rows as a list of dicts."""
@@ -67,7 +69,10 @@ class Model:
                            fingerprint=self._fingerprint({part: len(rows) for part, rows in parts.items()}))
         self.training_ = {**result, "rows": {part: int(len(rows)) for part, rows in parts.items()},
                           "dropped_rows": int((~keep).sum()), "source": source}
-        self.metrics_ = {part: train.scores(self.network_, table, outputs) for part, table in tables.items()}
+        # generated text is scored on every held-out row, and on a sample of the training rows (slow)
+        self.metrics_ = {part: train.scores(self.network_, table, outputs,
+                                            generate_rows=TRAIN_GENERATION_ROWS if part == "train" else None)
+                         for part, table in tables.items()}
         if folder:
             self.save(folder)
             (folder / train.CHECKPOINT).unlink(missing_ok=True)
@@ -92,7 +97,8 @@ class Model:
         frame = frame[rows_to_keep(frame, self.inputs_, self.outputs_)]
         if frame.empty:
             raise DataError(f"{source} has no rows with the outputs filled in; nothing to evaluate")
-        return train.scores(self.network_, tensors(frame, self.inputs_, self.outputs_), self.outputs_)
+        return train.scores(self.network_, tensors(frame, self.inputs_, self.outputs_), self.outputs_,
+                            generate_rows=None)
 
     def predict(self, data: Any) -> pd.DataFrame:
         """Predictions for every row: one column per output, plus probabilities for classifiers."""

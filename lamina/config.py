@@ -19,6 +19,7 @@ STRICT = ConfigDict(extra="forbid")
 
 
 def _feature_model(type_name: str, role: str) -> type[BaseModel]:
+    """The type's Options with `name` and `type` first (and `weight` for outputs)."""
     options = REGISTRY[type_name].Options
     fields: dict[str, Any] = {
         "name": (str, Field(min_length=1, description="the column in the data")),
@@ -27,7 +28,16 @@ def _feature_model(type_name: str, role: str) -> type[BaseModel]:
     fields.update({key: (field.annotation, field) for key, field in options.model_fields.items()})
     if role == "output":
         fields["weight"] = (float, Field(1.0, gt=0, description="weight of this output's loss in the total"))
-    return create_model(f"{type_name.title()}{role.title()}", __config__=STRICT, __doc__=options.__doc__, **fields)
+
+    def check_options(feature: BaseModel) -> BaseModel:  # the Options' own checks across keys
+        try:
+            options.model_validate({key: getattr(feature, key) for key in options.model_fields})
+        except ValidationError as error:
+            raise ValueError(error.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        return feature
+
+    return create_model(f"{type_name.title()}{role.title()}", __config__=STRICT, __doc__=options.__doc__,
+                        __validators__={"check_options": model_validator(mode="after")(check_options)}, **fields)
 
 
 INPUT_MODELS = {name: _feature_model(name, "input") for name in REGISTRY}

@@ -20,6 +20,18 @@ SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation"
                "val": "validation", "dev": "validation", "test": "test", "testing": "test"}
 
 
+def _not_utf8(path: Path, kind: str) -> str:
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+        where = ""
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        where = f" line {line} (byte {error.start})"
+    return (f"cannot read '{path}' as {kind}:{where} is not UTF-8 text; re-save the file as UTF-8 "
+            f"(e.g. iconv -f latin1 -t utf-8 '{path.name}' > fixed.{kind})")
+
+
 def read_table(data: Any) -> tuple[pd.DataFrame, str]:
     """A DataFrame and a label for messages, from a DataFrame, a file path, or a named data set."""
     if isinstance(data, pd.DataFrame):
@@ -52,7 +64,9 @@ def read_table(data: Any) -> tuple[pd.DataFrame, str]:
             frame = pd.read_json(path, lines=not is_array)
         else:
             frame = pd.read_csv(path, sep="\t" if kind == "tsv" else ",", skipinitialspace=True)
-    except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as error:
+    except UnicodeDecodeError:
+        raise DataError(_not_utf8(path, kind)) from None
+    except (ValueError, OSError, pd.errors.ParserError) as error:
         raise DataError(f"cannot read '{path}' as {kind}: {str(error).splitlines()[0]}") from None
     if frame.empty:
         raise DataError(f"'{path}' has no rows")

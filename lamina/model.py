@@ -40,10 +40,24 @@ class Network(nn.Module):
         blocks = [Block(width if layer == 0 else hidden.size, hidden) for layer in range(hidden.layers)]
         self.trunk = nn.Sequential(*blocks)
         trunk_size = hidden.size if hidden.layers else width
-        self.heads = nn.ModuleList(feature.head(trunk_size) for feature in outputs)
+        # a generating head (text output) also attends to the per-token states of sequence inputs
+        memory_sizes = tuple(encoder.state_size for encoder in self.encoders if hasattr(encoder, "state_size"))
+        self.heads = nn.ModuleList(feature.head(trunk_size, memory_sizes) if getattr(feature, "generates", False)
+                                   else feature.head(trunk_size) for feature in outputs)
+        self.needs_memory = any(getattr(head, "generates", False) for head in self.heads)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        encoded = torch.cat([encoder(batch[name]) for name, encoder in zip(self.input_names, self.encoders)],
-                            dim=1)  # (B, sum of encoder widths)
-        hidden = self.trunk(encoded)  # (B, H)
-        return {name: head(hidden) for name, head in zip(self.output_names, self.heads)}
+    def forward(self, inputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor] | None = None
+                ) -> dict[str, torch.Tensor]:
+        """Outputs per head. `targets` are only read by generating heads (teacher forcing); without
+        them those heads generate."""
+        vectors, memory = [], []
+        for name, encoder in zip(self.input_names, self.encoders):
+            if self.needs_memory and hasattr(encoder, "state_size"):
+                vector, states, padding = encoder.encode(inputs[name])  # (B, D), (B, T, S), (B, T)
+                memory.append((states, padding))
+            else:
+                vector = encoder(inputs[name])  # (B, D)
+            vectors.append(vector)
+        hidden = self.trunk(torch.cat(vectors, dim=1))  # (B, H)
+        return {name: head(hidden, memory, (targets or {}).get(name)) if getattr(head, "generates", False)
+                else head(hidden) for name, head in zip(self.output_names, self.heads)}

@@ -19,13 +19,14 @@ from lamina.errors import ArtifactError, ConfigError
 from lamina.metrics import LOWER_IS_BETTER
 
 CHECKPOINT = "checkpoint.pt"
+SEQUENCE_BATCH = 128  # rows at once when scoring text outputs: logits are (rows, tokens, vocabulary)
 # what a checkpoint carries besides the weights and optimiser state
 RUN_KEYS = ("epoch", "history", "best", "best_score", "best_epoch", "bad_epochs", "stopped_early",
             "learning_rate", "finder")
 
 
 def batch_loss(network, batch, outputs) -> torch.Tensor:
-    predictions = network(batch["inputs"])
+    predictions = network(batch["inputs"], batch["targets"])
     return sum(feature.config.weight * feature.loss(predictions[feature.config.name],
                                                     batch["targets"][feature.config.name])
                for feature in outputs)
@@ -33,21 +34,56 @@ def batch_loss(network, batch, outputs) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_raw(network, table, batch_size: int = 4096) -> dict[str, torch.Tensor]:
-    """The network's raw outputs (logits, normalised values) for every row of a table."""
+    """The network's raw outputs (logits, normalised values; generated token ids) for every row."""
     network.eval()
+    if network.needs_memory:
+        batch_size = min(batch_size, SEQUENCE_BATCH)
     parts = [network(batch["inputs"]) for batch in batches(table, batch_size)]
     return {name: torch.cat([part[name] for part in parts]) for name in network.output_names}
 
 
-def scores(network, table, outputs) -> dict:
-    """Loss and metrics of every output on a table: {'loss': x, '<output>': {metric: value}}."""
-    raw = predict_raw(network, table)
-    with torch.no_grad():
-        loss = sum(f.config.weight * f.loss(raw[f.config.name], table["targets"][f.config.name]) for f in outputs)
-    result = {"loss": float(loss)}
+@torch.no_grad()
+def scores(network, table, outputs, generate_rows: int | None = 0) -> dict:
+    """Loss and metrics of every output on a table: {'loss': x, '<output>': {metric: value}}.
+    Text outputs are scored from teacher-forced logits, reduced batch by batch by the feature's
+    `summary` (whole-table logits would not fit in memory), and also generated freely for
+    BLEU/chrF on the first `generate_rows` rows (None: all, 0: none, as while training)."""
+    network.eval()
+    total, rows, kept = 0.0, 0, {feature.config.name: [] for feature in outputs}
+    for batch in batches(table, SEQUENCE_BATCH if network.needs_memory else 4096):
+        raw, targets = network(batch["inputs"], batch["targets"]), batch["targets"]
+        size = row_count(batch)
+        total += size * float(sum(f.config.weight * f.loss(raw[f.config.name], targets[f.config.name])
+                                  for f in outputs))
+        rows += size
+        for feature in outputs:
+            name = feature.config.name
+            summary = getattr(feature, "summary", None)
+            kept[name].append(summary(raw[name], targets[name]) if summary else raw[name])
+    result = {"loss": total / max(rows, 1)}
     for feature in outputs:
-        result[feature.config.name] = feature.metrics(table["targets"][feature.config.name], raw[feature.config.name])
+        name = feature.config.name
+        result[name] = feature.metrics(table["targets"][name], _concatenate(kept[name]))
+    generating = [feature for feature in outputs if getattr(feature, "generates", False)]
+    if generating and generate_rows != 0:
+        part = table if generate_rows is None else head_rows(table, generate_rows)
+        generated = predict_raw(network, part)
+        for feature in generating:
+            name = feature.config.name
+            result[name].update(feature.generation_metrics(part["targets"][name], generated[name]))
     return result
+
+
+def _concatenate(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Batches along rows; per-token tensors (B, T, ...) of varying T are padded to the longest."""
+    if parts[0].ndim == 3:
+        longest = max(part.shape[1] for part in parts)
+        parts = [torch.nn.functional.pad(part, (0, 0, 0, longest - part.shape[1])) for part in parts]
+    return torch.cat(parts)
+
+
+def head_rows(table: dict, rows: int) -> dict:
+    return {part: {name: column[:rows] for name, column in columns.items()} for part, columns in table.items()}
 
 
 def find_learning_rate(network, table, outputs, training: Training) -> tuple[float, dict]:

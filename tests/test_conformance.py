@@ -31,6 +31,9 @@ def sample(type_name: str, rows: int = ROWS, seed: int = 0) -> pd.Series:
         values = np.empty(rows, dtype=object)
         values[:] = [rng.integers(0, 256, (int(rng.integers(6, 12)), 8) + ((3,) if row % 2 else ())).astype(np.uint8)
                      for row in range(rows)]
+    elif type_name == "text":
+        words = ["good", "bad", "fine", "dress", "fits", "small", "large", "love", "it", "not"]
+        values = np.array([" ".join(rng.choice(words, int(rng.integers(1, 8)))) for _ in range(rows)], dtype=object)
     else:
         raise AssertionError(f"add a sample column for the new data type '{type_name}' to the conformance suite")
     values[3] = None
@@ -38,8 +41,8 @@ def sample(type_name: str, rows: int = ROWS, seed: int = 0) -> pd.Series:
 
 
 def options(type_name: str) -> dict:
-    return {"set": {"delimiter": "|"}, "image": {"size": 8, "width": 4, "stages": 2, "embedding_size": 8}}.get(
-        type_name, {})
+    return {"set": {"delimiter": "|"}, "image": {"size": 8, "width": 4, "stages": 2, "embedding_size": 8},
+            "text": {"max_length": 8, "width": 16, "layers": 1, "heads": 2, "min_count": 1}}.get(type_name, {})
 
 
 def make(type_name: str, role: str):
@@ -80,7 +83,8 @@ def test_encoder_accepts_values_never_seen_in_training(type_name):
     feature = make(type_name, "input")
     feature.fit(sample(type_name))
     strange = {"number": [1e6, -5.0], "binary": ["maybe", None], "category": ["purple", ""],
-               "set": ["z|y", None], "image": [np.full((20, 12), 1e3), None]}[type_name]
+               "set": ["z|y", None], "image": [np.full((20, 12), 1e3), None],
+               "text": ["zebra quokka " * 20, None]}[type_name]
     encoded = feature.encoder()(feature.transform(pd.Series(strange, dtype=object)))
     assert torch.isfinite(encoded).all()
 
@@ -94,7 +98,7 @@ def test_head_loss_finite_and_differentiable(type_name):
     target = feature.target(present)
     head = feature.head(8)
     hidden = torch.randn(len(present), 8, requires_grad=True)
-    output = head(hidden)
+    output = head(hidden, (), target) if getattr(feature, "generates", False) else head(hidden)
     loss = feature.loss(output, target)
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
@@ -108,7 +112,7 @@ def test_decode_gives_user_facing_values_and_metrics_are_floats(type_name):
     feature = make(type_name, "output")
     feature.fit(column)
     present = column[column.notna()]
-    output = feature.head(4)(torch.randn(len(present), 4))
+    output = feature.head(4)(torch.randn(len(present), 4))  # generating heads: generated token ids
     decoded = feature.decode(output)
     predicted = decoded["column"]
     assert len(predicted) == len(present)
@@ -116,9 +120,17 @@ def test_decode_gives_user_facing_values_and_metrics_are_floats(type_name):
         assert set(predicted) <= set(present.astype(str))
     elif type_name == "set":
         assert all(label in {"a", "b", "c", "d"} for row in predicted for label in row.split("|") if label)
+    elif type_name == "text":
+        assert all(isinstance(text, str) for text in predicted)
     else:
         assert np.issubdtype(np.asarray(predicted).dtype, np.floating)
-    for name, value in feature.metrics(feature.target(present), output).items():
+    if getattr(feature, "generates", False):  # metrics from teacher-forced logits and from generated ids
+        target = feature.target(present)
+        logits = feature.head(4)(torch.randn(len(present), 4), (), target)
+        metrics = {**feature.metrics(target, logits), **feature.generation_metrics(target, output)}
+    else:
+        metrics = feature.metrics(feature.target(present), output)
+    for name, value in metrics.items():
         assert isinstance(value, float) and np.isfinite(value), name
 
 

@@ -11,7 +11,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from lamina.features import binary, category, image, number, set as set_type
+from lamina.features import binary, category, image, number, set as set_type, text
 
 
 class FeatureType(Protocol):
@@ -46,6 +46,7 @@ REGISTRY = {
     "category": category,
     "set": set_type,
     "image": image,
+    "text": text,
 }
 
 

@@ -20,7 +20,7 @@ def missing_mask(column: pd.Series) -> np.ndarray:
     if column.dtype == object or pd.api.types.is_string_dtype(column):
         try:  # .str gives NaN for cells that are not strings (lists, numbers): those are not blank
             blank = column.str.strip().eq("")
-        except AttributeError:  # an object column mostly of other things (arrays, lists): look cell by cell
+        except (AttributeError, TypeError):  # other things (arrays, lists, bytes): look cell by cell
             blank = column.map(lambda value: isinstance(value, str) and not value.strip())
         mask |= blank.fillna(False).to_numpy(dtype=bool)
     return mask

