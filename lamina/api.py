@@ -16,7 +16,7 @@ from lamina.data import check_columns, read_table, rows_to_keep, split_rows, ten
 from lamina.errors import ArtifactError, DataError
 from lamina.model import Network
 
-TRAIN_GENERATION_ROWS = 1000  # training rows whose text outputs are generated for the final metrics
+GENERATION_ROWS = 1000  # train/validation rows whose text outputs are generated for the final metrics
 
 
 def _frame(data: Any) -> tuple[pd.DataFrame, str]:
@@ -69,9 +69,9 @@ class Model:
                            fingerprint=self._fingerprint({part: len(rows) for part, rows in parts.items()}))
         self.training_ = {**result, "rows": {part: int(len(rows)) for part, rows in parts.items()},
                           "dropped_rows": int((~keep).sum()), "source": source}
-        # generated text is scored on every held-out row, and on a sample of the training rows (slow)
+        # generated text (slow to score) is scored on every test row, and on the first rows of the others
         self.metrics_ = {part: train.scores(self.network_, table, outputs,
-                                            generate_rows=TRAIN_GENERATION_ROWS if part == "train" else None)
+                                            generate_rows=None if part == "test" else GENERATION_ROWS)
                          for part, table in tables.items()}
         if folder:
             self.save(folder)

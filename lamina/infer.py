@@ -33,6 +33,10 @@ def infer_type(column: pd.Series, is_target: bool) -> tuple[str | None, dict, st
     text = present.astype(str)
     if not is_target and text.str.lower().str.endswith(tuple(IMAGE_SUFFIXES)).mean() > 0.9:
         return "image", {}, "image file paths"
+    words = text.str.split().str.len()
+    if words.mean() >= 3 and unique > 0.5 * len(present):  # sentences, not labels (before the id check)
+        return "text", {"max_length": int(min(512, max(16, np.percentile(words, 95) * 1.5)))}, \
+            f"free text ({words.mean():.0f} words on average)"
     if not is_target and unique == len(present) and len(present) > 20:
         return None, {}, "a different value in every row (an id?)"
     if text.str.contains("|", regex=False).mean() > 0.5:

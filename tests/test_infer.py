@@ -21,11 +21,13 @@ def test_infers_each_type_and_skips_ids_and_constants():
         "photo": [f"images/{i}.png" for i in range(rows)],
         "pixels": [np.zeros((4, 4), dtype=np.uint8)] * rows,
         "rating": rng.integers(1, 6, rows),
+        "review": [" ".join(rng.choice(["soft", "fits", "nice", "too", "small", "love", "it"], 6)) + f" {i}"
+                   for i in range(rows)],
     })
     config, notes = infer_config(frame, ["rating"])
     types = {feature["name"]: feature["type"] for feature in config["inputs"]}
     assert types == {"age": "number", "income": "number", "colour": "category", "member": "binary",
-                     "genres": "set", "photo": "image", "pixels": "image"}
+                     "genres": "set", "photo": "image", "pixels": "image", "review": "text"}
     assert {"name": "income", "type": "number", "normalize": "log"} in config["inputs"]
     assert config["outputs"] == [{"name": "rating", "type": "category"}]
     assert any("'id'" in note for note in notes) and any("'constant'" in note for note in notes)
