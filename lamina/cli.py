@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -145,10 +146,17 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings about the data ('12 texts were truncated') as one plain line, not a source listing."""
+    print(f"lamina: warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        args.run(args)
+        with warnings.catch_warnings():  # restores the usual display when main returns
+            warnings.showwarning = _one_line_warning  # the documented hook for showing warnings
+            args.run(args)
     except (ConfigError, DataError, ArtifactError) as error:
         print(f"lamina: error: {error}", file=sys.stderr)
         return 2

@@ -248,3 +248,31 @@ def test_config_errors_name_the_key(options, message):
 
 def test_text_output_schema_exists():
     assert "text" in OUTPUT_MODELS
+
+
+def test_cli_trains_and_predicts_generated_text_with_one_line_warnings(tmp_path):
+    import contextlib
+    import io
+
+    import yaml
+    from lamina.cli import main
+
+    frame = copy_task(200)
+    frame.loc[0, "source"] = "abcdefabcdefabcdef"  # longer than max_length: truncated, with a warning
+    frame.to_csv(tmp_path / "pairs.csv", index=False)
+    config = reverser()
+    config["training"]["epochs"] = 1
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["train", "--config", str(tmp_path / "config.yaml"), "--data", str(tmp_path / "pairs.csv"),
+                     "--output", str(tmp_path / "model"), "--quiet"])
+        assert code == 0, err.getvalue()
+        frame[["source"]].head(5).to_csv(tmp_path / "new.csv", index=False)
+        code = main(["predict", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "new.csv"),
+                     "--output", str(tmp_path / "predictions.csv")])
+    assert code == 0, err.getvalue()
+    assert "lamina: warning: column 'source': 1 of" in err.getvalue()
+    assert "Traceback" not in err.getvalue() and "result = " not in err.getvalue()
+    predictions = pd.read_csv(tmp_path / "predictions.csv", keep_default_na=False)
+    assert len(predictions) == 5 and "target" in predictions
