@@ -207,15 +207,40 @@ class Chunks(torch.utils.data.Dataset):
         return {part: {name: column[index] for name, column in columns.items()} for part, columns in self.table.items()}
 
 
+def token_lengths(table: dict) -> torch.Tensor | None:
+    """Tokens per row summed over the token-id columns (2-D int64, 0 = padding), or None."""
+    columns = [column for columns in table.values() for column in columns.values()
+               if isinstance(column, torch.Tensor) and column.ndim == 2 and column.dtype == torch.int64]
+    return sum((column != 0).sum(1) for column in columns) if columns else None
+
+
+def shuffled_batches(table: dict, size: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Random batches. With token sequences, rows of similar length are batched together (within
+    windows of 50 random batches, the batches then shuffled): encoders trim each batch to its
+    longest row, so less padding means less work."""
+    order = torch.randperm(size, generator=generator)
+    lengths = token_lengths(table)
+    if lengths is None:
+        return [order[start:start + batch_size] for start in range(0, size, batch_size)]
+    window = 50 * batch_size
+    groups = []
+    for start in range(0, size, window):
+        rows = order[start:start + window]
+        rows = rows[torch.argsort(lengths[rows], stable=True)]
+        groups.extend(rows[offset:offset + batch_size] for offset in range(0, len(rows), batch_size))
+    return [groups[position] for position in torch.randperm(len(groups), generator=generator).tolist()]
+
+
 def batches(table: dict, batch_size: int, generator: torch.Generator | None = None,
             workers: int = 0) -> Iterator[dict[str, dict[str, torch.Tensor]]]:
     """Mini-batches of a table; shuffled when a generator is given. Slicing whole tensors (rather
     than collating rows) keeps the per-batch cost close to a hand-written loop; lazily decoded
     columns are read in `workers` background processes."""
     size = row_count(table)
-    order = torch.randperm(size, generator=generator) if generator is not None else None
-    indices = [order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
-               for start in range(0, size, batch_size)]
+    if generator is None:
+        indices = [slice(start, start + batch_size) for start in range(0, size, batch_size)]
+    else:
+        indices = shuffled_batches(table, size, batch_size, generator)
     chunks = Chunks(table, indices)
     lazy = any(isinstance(column, LazyColumn) for columns in table.values() for column in columns.values())
     if lazy and workers > 0:
