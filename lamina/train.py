@@ -27,9 +27,13 @@ RUN_KEYS = ("epoch", "history", "best", "best_score", "best_epoch", "bad_epochs"
 
 def batch_loss(network, batch, outputs) -> torch.Tensor:
     predictions = network(batch["inputs"], batch["targets"])
-    return sum(feature.config.weight * feature.loss(predictions[feature.config.name],
-                                                    batch["targets"][feature.config.name])
-               for feature in outputs)
+    total = None
+    for feature in outputs:
+        loss = feature.loss(predictions[feature.config.name], batch["targets"][feature.config.name])
+        if feature.config.weight != 1.0:  # skipped at the usual weight: each op costs time forward and back
+            loss = feature.config.weight * loss
+        total = loss if total is None else total + loss
+    return total
 
 
 @torch.no_grad()
@@ -203,8 +207,9 @@ def train_epoch(network, table, outputs, optimizer, scheduler, training: Trainin
         if scheduler is not None:
             scheduler.step()
         total, rows = total + loss.item() * size, rows + size
+        if not progress.disable:  # refresh=False: drawn by update() at most every mininterval, not every batch
+            progress.set_postfix(epoch=f"{epoch + 1}/{training.epochs}", loss=f"{total / rows:.4f}", refresh=False)
         progress.update(1)
-        progress.set_postfix(epoch=f"{epoch + 1}/{training.epochs}", loss=f"{total / rows:.4f}")
     return total / max(rows, 1)
 
 
