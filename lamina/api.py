@@ -1,5 +1,5 @@
-"""`Model`: fit / evaluate / predict / save, and `load`. Thin: the work is done in data.py,
-model.py, train.py and artifact.py."""
+"""`Model`: fit / evaluate / predict / compare / save, and `load`. Thin: the work is done in
+data.py, model.py, train.py, compare.py and artifact.py."""
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from lamina import artifact, features, train
+from lamina import artifact, compare as comparison, features, train
 from lamina.config import Config, load_config
 from lamina.data import check_columns, read_table, rows_to_keep, split_rows, tensors
 from lamina.errors import ArtifactError, DataError
@@ -67,6 +67,7 @@ class Model:
         result = train.fit(self.network_, tables["train"], tables.get("validation"), outputs, config.training,
                            checkpoint_dir=folder, resume=resume, quiet=quiet,
                            fingerprint=self._fingerprint({part: len(rows) for part, rows in parts.items()}))
+        self.comparison_ = None  # a comparison of an earlier fit does not describe this model
         self.training_ = {**result, "rows": {part: int(len(rows)) for part, rows in parts.items()},
                           "dropped_rows": int((~keep).sum()), "source": source}
         # generated text (slow to score) is scored on every test row, and on the first rows of the others
@@ -113,6 +114,15 @@ class Model:
             columns.update(feature.decode(raw[feature.config.name]))
         return pd.DataFrame(columns, index=frame.index)
 
+    def compare(self, data: Any, *, resamples: int = 1000, seed: int = 0) -> dict:
+        """Train a classic baseline (gradient boosting or a linear model) on the same train /
+        validation / test split of `data` (the data this model was trained on) and compare both on
+        the test rows; the result (JSON-able, with a 'verdict') is also kept as `comparison_`.
+        `seed` drives the bootstrap resamples and the classic models."""
+        self._check_fitted()
+        self.comparison_ = comparison.run(self, data, resamples=resamples, seed=seed)
+        return self.comparison_
+
     def save(self, path: str | Path) -> Path:
         self._check_fitted()
         return artifact.save(self, path)
@@ -132,6 +142,7 @@ class Model:
                                 f"({str(error).splitlines()[0]}); restore the original folder") from None
         model.network_.eval()
         model.metrics_, model.training_ = parts["metrics"], parts["training"]
+        model.comparison_ = parts["comparison"]
         return model
 
 

@@ -1,5 +1,6 @@
 """Saving and loading a trained model as a folder: config (YAML), learned statistics (JSON),
-weights (safetensors), metrics and history, and a manifest of checksums. Nothing is pickled."""
+weights (safetensors), metrics and history, optional extras added later (comparison.json), and a
+manifest of checksums. Nothing is pickled."""
 from __future__ import annotations
 
 import csv
@@ -18,6 +19,8 @@ from lamina.errors import ArtifactError, ConfigError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+COMPARISON = "comparison.json"  # optional: written by `lamina compare`, read back as Model.comparison_
+OPTIONAL = (COMPARISON,)
 
 
 def _sha256(path: Path) -> str:
@@ -67,19 +70,55 @@ def save(model, path: str | Path) -> Path:
         (staging / "metrics.json").write_text(json.dumps(model.metrics_, indent=1), "utf-8")
         (staging / "history.json").write_text(json.dumps(model.training_, indent=1), "utf-8")
         write_history_csv(model.training_.get("history", []), staging / "history.csv")
+        if getattr(model, "comparison_", None) is not None:
+            (staging / COMPARISON).write_text(json.dumps(model.comparison_, indent=1), "utf-8")
         files = sorted(item.name for item in staging.iterdir())
         manifest = {"format_version": FORMAT_VERSION, "lamina_version": lamina.__version__,
-                    "files": {name: {"sha256": _sha256(staging / name), "bytes": (staging / name).stat().st_size}
-                              for name in files}}
+                    "files": {name: _entry(staging / name) for name in files}}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1), "utf-8")
         (folder / MANIFEST).unlink(missing_ok=True)
+        for name in OPTIONAL:  # an extra of an earlier model in this folder does not describe this one
+            if name not in files:
+                (folder / name).unlink(missing_ok=True)
         for name in files + [MANIFEST]:
             os.replace(staging / name, folder / name)
     return folder
 
 
-def read(path: str | Path) -> dict:
-    """Check a model folder and return its parts: config (dict), stats, weights, metrics, training."""
+def _entry(path: Path) -> dict:
+    return {"sha256": _sha256(path), "bytes": path.stat().st_size}
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write beside the target, then rename over it: readers see the old file or the new, never half."""
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=".saving-",
+                                     delete=False) as handle:
+        handle.write(text)
+    like = path if path.exists() else path.parent / MANIFEST
+    os.chmod(handle.name, like.stat().st_mode & 0o777)  # temporary files are private (0600); match the folder's
+    os.replace(handle.name, path)
+
+
+def add_file(path: str | Path, name: str, text: str) -> Path:
+    """Add or replace an optional file (one of OPTIONAL) in a saved, intact model folder. The
+    manifest first forgets the file, then the file is replaced, then the manifest lists it again:
+    a crash at any step leaves a folder that loads (at worst without the file)."""
+    if name not in OPTIONAL:
+        raise ArtifactError(f"'{name}' is not an optional file of a model folder; expected one of {OPTIONAL}")
+    folder = Path(path)
+    manifest = verify(folder)
+    files = manifest["files"]
+    if files.pop(name, None) is not None:
+        _write_atomically(folder / MANIFEST, json.dumps(manifest, indent=1))
+    _write_atomically(folder / name, text)
+    files[name] = _entry(folder / name)
+    manifest["files"] = dict(sorted(files.items()))
+    _write_atomically(folder / MANIFEST, json.dumps(manifest, indent=1))
+    return folder / name
+
+
+def verify(path: str | Path) -> dict:
+    """The manifest of a model folder, once every file it lists matches its checksum."""
     folder = Path(path)
     if not folder.is_dir():
         raise ArtifactError(f"model folder '{folder}' does not exist; give the --output folder of `lamina train`")
@@ -103,6 +142,14 @@ def read(path: str | Path) -> dict:
         if file.stat().st_size != size or _sha256(file) != sha256:
             raise ArtifactError(f"'{file}' does not match its checksum in {MANIFEST}: it was truncated or "
                                 f"modified; restore it from the original model folder")
+    return manifest
+
+
+def read(path: str | Path) -> dict:
+    """Check a model folder and return its parts: config (dict), stats, weights, metrics, training,
+    and comparison (None when the folder has none; a file the manifest does not list is ignored)."""
+    folder = Path(path)
+    listed = verify(folder)["files"]
     try:
         parts = {
             "config": yaml.safe_load((folder / "config.yaml").read_text("utf-8")),
@@ -110,6 +157,7 @@ def read(path: str | Path) -> dict:
             "metrics": json.loads((folder / "metrics.json").read_text("utf-8")),
             "training": json.loads((folder / "history.json").read_text("utf-8")),
             "weights": load_file(folder / "weights.safetensors"),
+            "comparison": json.loads((folder / COMPARISON).read_text("utf-8")) if COMPARISON in listed else None,
         }
     except (OSError, ValueError, yaml.YAMLError, SafetensorError) as error:
         raise ArtifactError(f"'{folder}' holds a file that cannot be read ({error}); restore the folder") from None

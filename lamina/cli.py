@@ -1,4 +1,4 @@
-"""The command line: lamina train | evaluate | predict | init-config | datasets | config-schema."""
+"""The command line: lamina train | evaluate | predict | compare | init-config | datasets | config-schema."""
 from __future__ import annotations
 
 import argparse
@@ -73,6 +73,22 @@ def _predict(args) -> None:
     print(f"wrote {len(predictions)} predictions to {target}")
 
 
+def _compare(args) -> None:
+    from lamina import artifact
+    from lamina.api import load
+    from lamina.compare import table
+
+    model = load(args.model)
+    result = model.compare(args.data, resamples=args.resamples, seed=args.seed)
+    if result["skipped"]:
+        raise DataError(result["skipped"])
+    print(table(result))
+    saved = artifact.add_file(args.model, artifact.COMPARISON, json.dumps(result, indent=1))
+    print(f"comparison saved to {saved}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1), "utf-8")
+
+
 def _init_config(args) -> None:
     from lamina.data import read_table
     from lamina.infer import infer_config
@@ -133,6 +149,14 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--data", required=True)
     predict.add_argument("--output", help="CSV, Parquet or JSONL file (default: CSV on standard output)")
     predict.set_defaults(run=_predict)
+    compare = commands.add_parser("compare", help="train a classic baseline on the model's own split and "
+                                                  "compare the two on the test rows")
+    compare.add_argument("--model", required=True)
+    compare.add_argument("--data", required=True, help="the data the model was trained on (same file or data set)")
+    compare.add_argument("--json", help="also write the result as JSON here")
+    compare.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples of the test rows")
+    compare.add_argument("--seed", type=int, default=0, help="seed of the resamples and the classic models")
+    compare.set_defaults(run=_compare)
     init = commands.add_parser("init-config", help="print a starting config inferred from the data")
     init.add_argument("--data", required=True)
     init.add_argument("--target", required=True, action="append", help="output column (repeat for several)")

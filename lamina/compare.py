@@ -1,0 +1,290 @@
+"""`lamina compare`: a classic machine-learning baseline trained on the same train / validation /
+test rows as a deep model, both measured side by side (test metrics, training time, prediction
+latency, size) with a paired bootstrap confidence interval and a plain verdict."""
+from __future__ import annotations
+
+import pickle
+import time
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import rankdata
+
+import lamina
+from lamina import baseline, features, train
+from lamina.data import check_columns, read_table, rows_to_keep, split_rows, tensors
+from lamina.errors import ArtifactError, DataError
+from lamina.features import number
+
+TASKS = {"binary": "classify", "category": "classify", "number": "regress", "set": "multilabel"}
+LATENCY_ROWS = 100  # test rows predicted one at a time to time a single prediction
+SMALLEST = 1e-12  # probabilities are clipped to [SMALLEST, 1 - SMALLEST] before taking logits
+
+
+# --- the verdict and the bootstrap: pure functions ------------------------------------------------
+
+def verdict(metric: str, direction: str, difference: float, low: float | None, high: float | None) -> str:
+    """A plain sentence from the difference deep - classic in `metric` and its 95% interval;
+    `direction` is 'max' when higher is better, 'min' when lower is (rmse)."""
+    if low is None or high is None or not np.isfinite([difference, low, high]).all():
+        return f"no confidence interval for {metric} could be computed (too few test rows): no verdict"
+    deep_ahead = low > 0 if direction == "max" else high < 0
+    classic_ahead = high < 0 if direction == "max" else low > 0
+    if not (deep_ahead or classic_ahead):
+        return (f"no significant difference in {metric} (deep - classic 95% CI {low:.4g}..{high:.4g} includes 0): "
+                f"prefer the simpler model")
+    # the winner's gain: positive when it is better, whichever direction the metric runs
+    sign = 1.0 if deep_ahead == (direction == "max") else -1.0
+    gain_low, gain_high = sorted((sign * low, sign * high))
+    winner = "deep" if deep_ahead else "classic"
+    return f"the {winner} model is better by {sign * difference:.4g} {metric} (95% CI {gain_low:.4g}..{gain_high:.4g})"
+
+
+def paired_bootstrap(measure: Callable[[np.ndarray, np.ndarray], float], truth: np.ndarray, first: np.ndarray,
+                     second: np.ndarray, *, resamples: int, seed: int) -> dict:
+    """95% percentile interval of measure(first) - measure(second), both scored on the same test
+    rows drawn with replacement; draws where the metric is undefined (e.g. one class) are skipped."""
+    generator = np.random.default_rng(seed)
+    rows = len(truth)
+    differences = []
+    for _ in range(resamples):
+        drawn = generator.integers(0, rows, rows)
+        difference = measure(truth[drawn], first[drawn]) - measure(truth[drawn], second[drawn])
+        if np.isfinite(difference):
+            differences.append(difference)
+    if not differences:
+        return {"low": None, "high": None, "resamples": 0}
+    low, high = np.percentile(differences, [2.5, 97.5])
+    return {"low": float(low), "high": float(high), "resamples": len(differences)}
+
+
+# --- each output type's main metric, fast enough for a thousand resamples -------------------------
+
+def roc_auc(truth: np.ndarray, probability: np.ndarray) -> float:
+    """Mann-Whitney form of ROC AUC (ties count one half, as in scikit-learn)."""
+    positive = truth == 1
+    positives, negatives = int(positive.sum()), int((~positive).sum())
+    if not positives or not negatives:
+        return float("nan")
+    return float((rankdata(probability)[positive].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def accuracy(truth: np.ndarray, predicted: np.ndarray) -> float:
+    return float(np.mean(truth == predicted))
+
+
+def rmse(truth: np.ndarray, predicted: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((truth.astype(np.float64) - predicted) ** 2)))
+
+
+def f1_micro(truth: np.ndarray, predicted: np.ndarray) -> float:
+    true_positives = float(np.sum((truth == 1) & (predicted == 1)))
+    wrong = float(np.sum(truth != predicted))
+    return 2 * true_positives / (2 * true_positives + wrong) if true_positives + wrong else 0.0
+
+
+def metric_function(output) -> tuple[Callable[[torch.Tensor], np.ndarray], Callable]:
+    """(prepare, measure) of the output's MAIN_METRIC: prepare turns raw outputs into per-row
+    predictions once, measure scores (truth, predictions) on any subset of rows."""
+    kind, metric = output.config.type, main_metric(output)[0]
+    threshold = getattr(output.config, "threshold", 0.5)
+    fast = {
+        ("binary", "roc_auc"): (lambda raw: torch.sigmoid(raw).double().numpy(), roc_auc),
+        ("category", "accuracy"): (lambda raw: raw.argmax(dim=1).numpy(), accuracy),
+        ("number", "rmse"): (lambda raw: output.decode(raw)[output.config.name].astype(np.float64), rmse),
+        ("set", "f1_micro"): (lambda raw: (torch.sigmoid(raw) >= threshold).int().numpy(), f1_micro),
+    }
+    if (kind, metric) in fast:
+        return fast[(kind, metric)]
+
+    def measure(truth: np.ndarray, raw: np.ndarray) -> float:  # any other type: its own metrics, slower
+        return output.metrics(torch.from_numpy(truth), torch.from_numpy(raw)).get(metric, float("nan"))
+
+    return (lambda raw: raw.numpy()), measure
+
+
+def main_metric(output) -> tuple[str, str]:
+    return features.REGISTRY[output.config.type].MAIN_METRIC
+
+
+# --- the comparison ---------------------------------------------------------------------------------
+
+def no_baseline(output) -> str | None:
+    """Why the first output has no classic baseline, or None when it has one."""
+    name, kind = output.config.name, output.config.type
+    if kind == "text":
+        return (f"output '{name}' is generated text: classic machine learning has no baseline for writing "
+                f"sentences, so there is nothing to compare")
+    if kind not in TASKS:
+        return (f"output '{name}' of type '{kind}' has no classic baseline (lamina compare knows outputs of "
+                f"type {', '.join(TASKS)})")
+    return None
+
+
+def training_rows(model, data: Any) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The rows Model.fit kept and its split of them, checked against what the model recorded."""
+    recorded = (getattr(model, "training_", None) or {}).get("rows")
+    if not recorded:
+        raise ArtifactError("this model keeps no record of its training rows (history.json has no 'rows'); "
+                            "train it again with this version of lamina")
+    frame, source = read_table(data)
+    check_columns(frame, [f.config.name for f in model.inputs_ + model.outputs_], source)
+    frame = frame[rows_to_keep(frame, model.inputs_, model.outputs_)]
+    parts = split_rows(frame, model.config)
+    counts = {part: int(len(rows)) for part, rows in parts.items()}
+    where = f" (it was trained on {model.training_['source']})" if model.training_.get("source") else ""
+    if counts != {part: int(count) for part, count in recorded.items()}:
+        raise DataError(f"{source} is not the data this model was trained on{where}: split as in training it "
+                        f"gives {counts} rows, the model recorded {recorded}; compare needs exactly the data "
+                        f"given to `lamina train`, so both models use the same test rows")
+    training = frame.iloc[parts["train"]]
+    for feature in model.inputs_ + model.outputs_:  # same counts, other rows: the learned means differ
+        if feature.config.type == "number" and "mean" in feature.stats:
+            values = number.parse(training[feature.config.name], feature.config.name)
+            mean = float(np.nanmean(values)) if (~np.isnan(values)).any() else float("nan")
+            if not np.isclose(mean, feature.stats["mean"], rtol=1e-9, atol=1e-12):
+                raise DataError(f"{source} is not the data this model was trained on{where}: column "
+                                f"'{feature.config.name}' of its training rows has mean {mean:.6g}, the model "
+                                f"learned {feature.stats['mean']:.6g}; pass the same, unchanged data")
+    return frame, parts
+
+
+def _truth(output, frame: pd.DataFrame) -> np.ndarray:
+    return output.target(frame[output.config.name]).numpy()
+
+
+def _fit_target(output, truth: np.ndarray) -> np.ndarray:
+    return truth.astype(np.float64) if output.config.type == "number" else truth.astype(np.int64)
+
+
+def as_raw(output, scores: np.ndarray) -> torch.Tensor:
+    """A classic model's scores in the deep model's raw output format (logits, normalised values),
+    so the output feature's own `metrics` scores both models the same way."""
+    kind = output.config.type
+    if kind == "number":
+        return number.Normalize(output.stats, output.config.normalize)(torch.from_numpy(scores.astype(np.float32)))
+    probability = np.clip(scores[:, 1] if kind == "binary" else scores, SMALLEST, 1 - SMALLEST)
+    if kind == "category":
+        return torch.from_numpy(np.log(probability).astype(np.float32))  # softmax(log p) = p
+    return torch.from_numpy((np.log(probability) - np.log1p(-probability)).astype(np.float32))  # logits
+
+
+def choose_baseline(model, frame: pd.DataFrame, parts: dict, seed: int) -> tuple[baseline.Baseline, dict]:
+    """Fit every candidate on the training rows, keep the best on the validation rows."""
+    output = model.outputs_[0]
+    task = baseline.Task(TASKS[output.config.type], len(output.stats.get("labels", [])))
+    data = {}
+    for part in ("train", "validation"):
+        rows = frame.iloc[parts[part]]
+        data[part] = (rows, _fit_target(output, _truth(output, rows)))
+    began = time.perf_counter()
+    fitted = baseline.fit_candidates([feature.config for feature in model.inputs_], task, data, seed)
+    seconds = time.perf_counter() - began
+    metric, direction = main_metric(output)
+    prepare, measure = metric_function(output)
+    scored = []
+    for candidate in fitted:
+        score = None
+        if len(parts["validation"]):
+            raw = as_raw(output, candidate.scores(data["validation"][0]))
+            score = float(measure(_truth(output, data["validation"][0]), prepare(raw)))
+            score = score if np.isfinite(score) else None
+        scored.append({"model": candidate.name, "validation": score, "seconds": candidate.fit_seconds})
+    ranked = [position for position, item in enumerate(scored) if item["validation"] is not None]
+    sign = 1.0 if direction == "max" else -1.0
+    # on a tie the later (linear, smaller and simpler) candidate wins
+    best = max(reversed(ranked), key=lambda position: sign * scored[position]["validation"]) if ranked else 0
+    chosen = fitted[best]
+    how = f"best validation {metric}" if ranked else "no validation rows: gradient boosting by default"
+    return chosen, {"model": chosen.name, "selected_by": how, "candidates": scored, "training_seconds": seconds,
+                    "features": chosen.features.descriptions}
+
+
+def seconds_per_row(predict: Callable[[pd.DataFrame], Any], rows: pd.DataFrame) -> float:
+    """Median seconds of one single-row prediction, after one untimed warm-up call."""
+    predict(rows.iloc[:1])
+    timings = []
+    for position in range(len(rows)):
+        began = time.perf_counter()
+        predict(rows.iloc[[position]])
+        timings.append(time.perf_counter() - began)
+    return float(np.median(timings))
+
+
+def run(model, data: Any, *, resamples: int = 1000, seed: int = 0) -> dict:
+    """Train the classic baseline on the deep model's own split and compare the two (see README)."""
+    output = model.outputs_[0]
+    metric, direction = main_metric(output)
+    frame, parts = training_rows(model, data)
+    result = {"lamina_version": lamina.__version__, "output": output.config.name, "type": output.config.type,
+              "metric": metric, "direction": direction, "rows": {part: int(len(rows)) for part, rows in parts.items()},
+              "skipped": no_baseline(output), "deep": None, "classic": None, "difference": None}
+    if result["skipped"]:
+        return {**result, "verdict": result["skipped"]}
+    if not len(parts["test"]):
+        raise DataError(f"the model has no test rows (split ratios {list(model.config.split.ratios)}); compare "
+                        f"measures both models on the test rows: train with a test share, e.g. [0.8, 0.1, 0.1]")
+    test = frame.iloc[parts["test"]]
+    truth = output.target(test[output.config.name])
+    deep_raw = train.predict_raw(model.network_, tensors(test, model.inputs_))[output.config.name]
+    chosen, classic = choose_baseline(model, frame, parts, seed)
+    classic_raw = as_raw(output, chosen.scores(test))
+    timed = test.iloc[:LATENCY_ROWS]
+    result["deep"] = {
+        "model": "lamina", "test": output.metrics(truth, deep_raw),
+        "training_seconds": float(sum(record["seconds"] for record in model.training_.get("history", []))),
+        "latency_seconds": seconds_per_row(model.predict, timed),
+        "size_bytes": sum(tensor.numel() * tensor.element_size() for tensor in model.network_.state_dict().values()),
+    }
+    result["classic"] = {**classic, "test": output.metrics(truth, classic_raw),
+                         "latency_seconds": seconds_per_row(chosen.scores, timed),
+                         "size_bytes": len(pickle.dumps(chosen, protocol=pickle.HIGHEST_PROTOCOL))}  # in memory only
+    prepare, measure = metric_function(output)
+    interval = paired_bootstrap(measure, truth.numpy(), prepare(deep_raw), prepare(classic_raw),
+                                resamples=resamples, seed=seed)
+    difference = result["deep"]["test"][metric] - result["classic"]["test"][metric]
+    result["difference"] = {"metric": metric, "value": difference, **interval, "seed": seed}
+    result["verdict"] = verdict(metric, direction, difference, interval["low"], interval["high"])
+    return result
+
+
+# --- the printed report -------------------------------------------------------------------------------
+
+def _size(count: int) -> str:
+    for unit in ("bytes", "KB", "MB"):
+        if count < 1024 or unit == "MB":
+            return f"{count:,} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    return ""
+
+
+def table(result: dict) -> str:
+    """The comparison as plain text: one row per measure, one column per model, then the verdict."""
+    rows = result["rows"]
+    head = (f"output '{result['output']}' ({result['type']}); rows: train {rows['train']:,}, validation "
+            f"{rows['validation']:,}, test {rows['test']:,}")
+    if result["skipped"]:
+        return f"{head}\nverdict: {result['verdict']}"
+    deep, classic, difference = result["deep"], result["classic"], result["difference"]
+    lines = [["", "deep (lamina)", f"classic ({classic['model']})"]]
+    for name in deep["test"]:
+        if name in classic["test"]:
+            lines.append([f"test {name}", f"{deep['test'][name]:.4f}", f"{classic['test'][name]:.4f}"])
+    lines += [["training seconds", f"{deep['training_seconds']:.1f}", f"{classic['training_seconds']:.1f}"],
+              ["ms per prediction (1 row)", f"{1000 * deep['latency_seconds']:.2f}",
+               f"{1000 * classic['latency_seconds']:.2f}"],
+              ["model size", _size(deep["size_bytes"]), _size(classic["size_bytes"])]]
+    widths = [max(len(line[column]) for line in lines) for column in range(3)]
+    body = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
+    body.insert(1, "  ".join("-" * width for width in widths))
+    picked = ", ".join(f"{item['model']} {item['validation']:.4f}" if item["validation"] is not None
+                       else item["model"] for item in classic["candidates"])
+    low, high = difference["low"], difference["high"]
+    interval = f"95% CI {low:.4g}..{high:.4g}" if low is not None else "no CI"
+    return "\n".join([head, *body, "",
+                      f"classic candidates ({classic['selected_by']}): {picked}",
+                      f"deep - classic {difference['metric']}: {difference['value']:+.4g} ({interval}, "
+                      f"{difference['resamples']} paired bootstrap resamples of the test rows)",
+                      f"verdict: {result['verdict']}"])
