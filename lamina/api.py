@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from lamina import artifact, compare as comparison, features, train
+from lamina import artifact, compare as comparison, evaluation, features, train
 from lamina.config import Config, load_config
 from lamina.data import check_columns, read_table, rows_to_keep, split_rows, tensors
 from lamina.errors import ArtifactError, DataError
@@ -74,6 +74,7 @@ class Model:
         self.metrics_ = {part: train.scores(self.network_, table, outputs,
                                             generate_rows=None if part == "test" else GENERATION_ROWS)
                          for part, table in tables.items()}
+        self.evaluation_ = evaluation.collect(self, frame.iloc[parts["test"]])  # for the report's plots
         if folder:
             self.save(folder)
             (folder / train.CHECKPOINT).unlink(missing_ok=True)
@@ -143,6 +144,7 @@ class Model:
         model.network_.eval()
         model.metrics_, model.training_ = parts["metrics"], parts["training"]
         model.comparison_ = parts["comparison"]
+        model.evaluation_ = parts["evaluation"]
         return model
 
 

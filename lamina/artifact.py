@@ -20,7 +20,8 @@ from lamina.errors import ArtifactError, ConfigError
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 COMPARISON = "comparison.json"  # optional: written by `lamina compare`, read back as Model.comparison_
-OPTIONAL = (COMPARISON,)
+EVALUATION = "evaluation.json"  # optional (absent in folders saved before it existed): Model.evaluation_
+OPTIONAL = (COMPARISON, EVALUATION)
 
 
 def _sha256(path: Path) -> str:
@@ -70,8 +71,10 @@ def save(model, path: str | Path) -> Path:
         (staging / "metrics.json").write_text(json.dumps(model.metrics_, indent=1), "utf-8")
         (staging / "history.json").write_text(json.dumps(model.training_, indent=1), "utf-8")
         write_history_csv(model.training_.get("history", []), staging / "history.csv")
-        if getattr(model, "comparison_", None) is not None:
-            (staging / COMPARISON).write_text(json.dumps(model.comparison_, indent=1), "utf-8")
+        for name, value in ((COMPARISON, getattr(model, "comparison_", None)),
+                            (EVALUATION, getattr(model, "evaluation_", None))):
+            if value is not None:
+                (staging / name).write_text(json.dumps(value), "utf-8")
         files = sorted(item.name for item in staging.iterdir())
         manifest = {"format_version": FORMAT_VERSION, "lamina_version": lamina.__version__,
                     "files": {name: _entry(staging / name) for name in files}}
@@ -158,6 +161,7 @@ def read(path: str | Path) -> dict:
             "training": json.loads((folder / "history.json").read_text("utf-8")),
             "weights": load_file(folder / "weights.safetensors"),
             "comparison": json.loads((folder / COMPARISON).read_text("utf-8")) if COMPARISON in listed else None,
+            "evaluation": json.loads((folder / EVALUATION).read_text("utf-8")) if EVALUATION in listed else None,
         }
     except (OSError, ValueError, yaml.YAMLError, SafetensorError) as error:
         raise ArtifactError(f"'{folder}' holds a file that cannot be read ({error}); restore the folder") from None
