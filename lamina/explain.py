@@ -27,7 +27,7 @@ COMPLETE_METHODS = ("integrated_gradients", "deeplift", "gradient_shap")  # scor
 CHUNK_ROWS = 16  # rows attributed at once; Integrated Gradients runs `steps` copies of each
 ABLATION_GROUPS = 16  # an image is ablated in at most this many x this many patches
 BASELINES = {
-    "number": "the training mean",
+    "number": "the training mean (with normalize: log, the mean on the log scale)",
     "binary": "halfway between the two values (0 on the ±1 scale)",
     "category": "the unknown value (its embedding: zeros)",
     "set": "the empty set",
@@ -103,6 +103,15 @@ def token_point(feature, encoder: nn.Module, ids: torch.Tensor) -> Point:
     return Point(feature.config.name, "tokens", embeddings, baseline, finish, padding, tokens, words)
 
 
+def number_baseline(feature) -> float:
+    """The training mean; with normalize: log, the mean on the log scale (for a skewed column such as
+    capital gains, mostly 0 with a few large values, the plain mean is a value hardly anyone has)."""
+    stats = feature.stats
+    if feature.config.normalize == "log":
+        return float(np.sign(stats["shift"]) * np.expm1(abs(stats["shift"])))
+    return float(stats["mean"])
+
+
 def attribution_point(feature, encoder: nn.Module, column: pd.Series, values: Any) -> Point:
     """The point and baseline for one input (the baselines are listed in BASELINES)."""
     from lamina.features.text_encoders import Precomputed
@@ -118,7 +127,7 @@ def attribution_point(feature, encoder: nn.Module, column: pd.Series, values: An
     if kind == "text":
         return token_point(feature, encoder, values)
     rows = len(values)
-    baseline = {"number": lambda: torch.full((rows,), float(feature.stats["mean"])),
+    baseline = {"number": lambda: torch.full((rows,), number_baseline(feature)),
                 "binary": lambda: torch.full((rows,), 0.5),  # encoded as 0.5 * 2 - 1 = 0
                 "category": lambda: torch.zeros(rows, dtype=torch.long),
                 "set": lambda: torch.zeros_like(values)}

@@ -60,6 +60,8 @@ def _signed(value: float) -> str:
 
 
 def _shown(value: Any) -> str:
+    if value is None:
+        return "(missing)"
     text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
     return text if len(text) <= 30 else text[:27] + "..."
 
