@@ -1,5 +1,5 @@
-"""`Model`: fit / evaluate / predict / compare / save, and `load`. Thin: the work is done in
-data.py, model.py, train.py, compare.py and artifact.py."""
+"""`Model`: fit / evaluate / predict / compare / explain / save, and `load`. Thin: the work is done
+in data.py, model.py, train.py, compare.py, explain.py and artifact.py."""
 from __future__ import annotations
 
 import hashlib
@@ -123,6 +123,45 @@ class Model:
         self._check_fitted()
         self.comparison_ = comparison.run(self, data, resamples=resamples, seed=seed)
         return self.comparison_
+
+    def explain(self, rows: Any, method: str = "integrated_gradients", output: str | None = None,
+                target: Any = None, *, steps: int = 50) -> dict:
+        """Which inputs drove each row's prediction (needs captum: pip install 'lamina[explain]').
+
+        Returns a JSON-able dict: {'output', 'method' (integrated_gradients, saliency,
+        input_x_gradient, deeplift, gradient_shap, feature_ablation), 'explained' (the quantity, in
+        words), 'complete' (whether scores add up to output - baseline), 'baselines' {input: words},
+        'rows': [{'row', 'prediction', 'probability'?, 'label'?, 'output_value', 'baseline_value',
+        'attribution_sum', 'delta', 'scores' {input: float}, 'values' {input: cell},
+        'tokens' {text input: [[token, score], ...]}, 'heat_maps' {image input: H x W nested lists}}]}.
+        The explained quantity is the first output by default (`output=` another): a binary's
+        positive-class logit, a category's (or set's) logit of each row's predicted label or of
+        `target=`, a number in normalised units. `steps`: integration steps (samples for gradient_shap).
+        """
+        from lamina.explain import explain
+
+        self._check_fitted()
+        frame, source = _frame(rows)
+        if frame.empty:
+            raise DataError(f"{source} has no rows; nothing to explain")
+        check_columns(frame, [f.config.name for f in self.inputs_], source)
+        return explain(self, frame, method, output, target, steps)
+
+    def importance(self, data: Any, output: str | None = None, target: Any = None, *,
+                   method: str = "integrated_gradients", rows: int = 200, repeats: int = 3, seed: int = 0) -> dict:
+        """Global importance of each input on labelled data (JSON-able): 'mean_absolute_attribution'
+        {input: mean |score|} over a seeded sample of `rows` rows, and 'permutation' {'metric',
+        'direction', 'reference', 'features': {input: {'mean', 'std', 'drops'}}}: how much the
+        output's main metric worsens when that column is shuffled across the rows (`repeats` times).
+        Both are sorted, most important first."""
+        from lamina.explain import importance
+
+        self._check_fitted()
+        frame, source = _frame(data)
+        if frame.empty:
+            raise DataError(f"{source} has no rows; nothing to measure")
+        check_columns(frame, [f.config.name for f in self.inputs_ + self.outputs_], source)
+        return importance(self, frame, output, target, method, rows, repeats, seed)
 
     def save(self, path: str | Path) -> Path:
         self._check_fitted()

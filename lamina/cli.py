@@ -1,4 +1,5 @@
-"""The command line: lamina train | evaluate | predict | compare | init-config | datasets | config-schema."""
+"""The command line: lamina train | evaluate | predict | compare | explain | init-config | datasets |
+config-schema."""
 from __future__ import annotations
 
 import argparse
@@ -89,6 +90,28 @@ def _compare(args) -> None:
         Path(args.json).write_text(json.dumps(result, indent=1), "utf-8")
 
 
+def _explain(args) -> None:
+    from lamina.api import load
+    from lamina.data import read_table
+    from lamina.explain_render import importance_summary, summary
+
+    model = load(args.model)
+    frame, _ = read_table(args.data)
+    if args.rows is not None and args.rows < 1:
+        raise ConfigError(f"--rows must be at least 1; got {args.rows}")
+    result = model.explain(frame.head(args.rows) if args.rows else frame, method=args.method,
+                           output=args.output_name, target=args.target, steps=args.steps)
+    print(summary(result, top=args.top))
+    result = {"explanations": result}
+    if args.importance:
+        result["importance"] = model.importance(frame, output=args.output_name, target=args.target,
+                                                method=args.method)
+        print(importance_summary(result["importance"], top=args.top))
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=1), "utf-8")
+        print(f"wrote the explanations to {args.output}")
+
+
 def _init_config(args) -> None:
     from lamina.data import read_table
     from lamina.infer import infer_config
@@ -157,6 +180,22 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples of the test rows")
     compare.add_argument("--seed", type=int, default=0, help="seed of the resamples and the classic models")
     compare.set_defaults(run=_compare)
+    explain = commands.add_parser("explain", help="which inputs drove each prediction (attributions)")
+    explain.add_argument("--model", required=True)
+    explain.add_argument("--data", required=True, help="the rows to explain")
+    explain.add_argument("--method", default="integrated_gradients",
+                         help="integrated_gradients (default), saliency, input_x_gradient, deeplift, gradient_shap "
+                              "or feature_ablation")
+    explain.add_argument("--rows", type=int, help="explain only the first N rows")
+    explain.add_argument("--output-name", help="the output to explain (default: the first)")
+    explain.add_argument("--target", help="for a category or set output, the label to explain (default: the "
+                                          "predicted one)")
+    explain.add_argument("--steps", type=int, default=50, help="integration steps (samples for gradient_shap)")
+    explain.add_argument("--top", type=int, default=5, help="inputs and tokens shown per row")
+    explain.add_argument("--importance", action="store_true",
+                         help="also global importance over all the --data rows (they need the outputs filled in)")
+    explain.add_argument("--output", help="also write everything as JSON here")
+    explain.set_defaults(run=_explain)
     init = commands.add_parser("init-config", help="print a starting config inferred from the data")
     init.add_argument("--data", required=True)
     init.add_argument("--target", required=True, action="append", help="output column (repeat for several)")

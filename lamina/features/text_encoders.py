@@ -62,7 +62,13 @@ class TextEncoder(nn.Module):
     def encode(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, L) ids -> vector (B, D), states (B, T, D), padding mask (B, T)."""
         ids, padding = trim(ids)
-        states = self.dropout(self.embedding(ids))  # (B, T, E)
+        return self.from_embeddings(self.embedding(ids), padding)
+
+    def from_embeddings(self, embeddings: torch.Tensor, padding: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The layers after the token embeddings (B, T, E): explanations attribute to the
+        embeddings, so they enter here."""
+        states = self.dropout(embeddings)  # (B, T, E)
         if self.kind == "bag":
             return masked_mean(states, padding), states, padding
         if self.kind == "cnn":
@@ -75,9 +81,9 @@ class TextEncoder(nn.Module):
             lengths = (~padding).sum(1).clamp(min=1).cpu()
             packed = nn.utils.rnn.pack_padded_sequence(states, lengths, batch_first=True, enforce_sorted=False)
             output, _ = self.gru(packed)
-            states, _ = nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=ids.shape[1])
+            states, _ = nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=padding.shape[1])
             return masked_max(states, padding), states, padding  # states: (B, T, W)
-        positions = torch.arange(ids.shape[1], device=ids.device)
+        positions = torch.arange(states.shape[1], device=states.device)
         x = self.project(states) + self.position(positions)  # (B, T, W)
         states = self.norm(self.transformer(x, src_key_padding_mask=padding))
         return masked_mean(states, padding), states, padding
@@ -112,8 +118,13 @@ class PretrainedEncoder(nn.Module):
     def encode(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ids, padding = trim(ids)
         with torch.set_grad_enabled(self.fine_tune and torch.is_grad_enabled()):
-            states = self.model(input_ids=ids, attention_mask=(~padding).long()).last_hidden_state  # (B, T, H)
-        return masked_mean(states, padding), states, padding
+            return self.from_embeddings(self.model.get_input_embeddings()(ids), padding)
+
+    def from_embeddings(self, embeddings: torch.Tensor, padding: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The model after its word embeddings (B, T, H); position embeddings are added inside."""
+        states = self.model(inputs_embeds=embeddings, attention_mask=(~padding).long()).last_hidden_state
+        return masked_mean(states, padding), states, padding  # states: (B, T, H)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (B, L) -> (B, H)
         return self.encode(ids)[0]
