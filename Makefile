@@ -37,6 +37,13 @@ $(VENV)/.installed: pyproject.toml Makefile
 	    || echo "could not install diatheke sword-text-web sword-text-sparv; the bible_en_es tests are skipped"; \
 	else echo "skipping diatheke sword-text-web sword-text-sparv (needs root and apt-get: apt-get install diatheke" \
 	  "sword-text-web sword-text-sparv); the bible_en_es tests are skipped"; fi
+	# a real headless browser checks the HTML report (and the web page of `lamina serve`)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then echo "chromium: installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+	    || echo "could not install chromium chromium-driver; the browser tests are skipped"; \
+	else echo "skipping chromium (needs root and apt-get: apt-get install chromium chromium-driver);" \
+	  "the browser tests are skipped"; fi
 	touch $@
 
 run: setup

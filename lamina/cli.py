@@ -28,6 +28,37 @@ def _train(args) -> None:
           f"test {info['rows']['test']}); learning rate {info['learning_rate']:.2e}; best epoch {info['best_epoch']}")
     print(table(model.metrics_))
     print(f"model saved to {args.output}")
+    if not args.no_compare:
+        _compare_after_training(model, args)
+    if not args.no_report:
+        from lamina import report
+
+        print(f"report: {report.write(model, Path(args.output) / 'report.html', data=args.data)}")
+
+
+def _compare_after_training(model, args) -> None:
+    """Deep learning is not always needed: every training run ends with a classic baseline on
+    the same split; a model it cannot compare (e.g. generated text) says why and carries on."""
+    from lamina import artifact
+
+    if getattr(model.outputs_[0], "generates", False):
+        print("no classic baseline: the first output is generated text")
+        return
+    try:
+        result = model.compare(args.data)
+    except DataError as error:  # e.g. no test rows: training still succeeded
+        print(f"lamina: warning: no comparison with a classic baseline: {error}", file=sys.stderr)
+        return
+    artifact.add_file(args.output, artifact.COMPARISON, json.dumps(result, indent=1))
+    print(f"deep vs classic ({result['classic']['model']}): {result['verdict']}")
+
+
+def _report(args) -> None:
+    from lamina import report
+    from lamina.api import load
+
+    model = load(args.model)
+    print(f"report: {report.write(model, args.output or Path(args.model) / 'report.html', data=args.data)}")
 
 
 def _folder_config(data: str) -> dict:
@@ -161,7 +192,14 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     train.add_argument("--seed", type=int, help="override training.seed")
+    train.add_argument("--no-compare", action="store_true", help="skip the classic baseline trained on the same split")
+    train.add_argument("--no-report", action="store_true", help="skip writing report.html beside the model")
     train.set_defaults(run=_train)
+    report = commands.add_parser("report", help="write one self-contained HTML report about a saved model")
+    report.add_argument("--model", required=True)
+    report.add_argument("--data", help="the data the model was trained on: adds importance and explained examples")
+    report.add_argument("--output", help="the HTML file (default: report.html in the model folder)")
+    report.set_defaults(run=_report)
     evaluate = commands.add_parser("evaluate", help="metrics of a saved model on labelled data")
     evaluate.add_argument("--model", required=True)
     evaluate.add_argument("--data", required=True)

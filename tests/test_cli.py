@@ -50,6 +50,8 @@ def test_train_reports_and_saves(project):
     assert "roc_auc" in out and f"model saved to {project['model']}" in out
     assert (project["model"] / "manifest.json").is_file()
     assert not (project["model"] / "checkpoint.pt").exists()
+    assert "deep vs classic (" in out and f"report: {project['model'] / 'report.html'}" in out
+    assert lamina.load(project["model"]).comparison_["verdict"] in out
 
 
 def test_train_seed_override(project, tmp_path):

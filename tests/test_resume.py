@@ -38,7 +38,8 @@ ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny model: fast, and ste
 
 def train_command(folder, output, *extra):
     return [sys.executable, "-m", "lamina.cli", "train", "--config", str(folder / "config.yaml"),
-            "--data", str(folder / "data.csv"), "--output", str(output), "--quiet", *extra]
+            "--data", str(folder / "data.csv"), "--output", str(output), "--quiet", "--no-compare", "--no-report",
+            *extra]
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
