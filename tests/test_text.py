@@ -276,3 +276,13 @@ def test_cli_trains_and_predicts_generated_text_with_one_line_warnings(tmp_path)
     assert "Traceback" not in err.getvalue() and "result = " not in err.getvalue()
     predictions = pd.read_csv(tmp_path / "predictions.csv", keep_default_na=False)
     assert len(predictions) == 5 and "target" in predictions
+
+
+def test_outputs_keep_capitals_and_inputs_are_lowercased_by_default():
+    column = pd.Series(["Hello World", "Buenos Días"])
+    output = features.build(OUTPUT_MODELS["text"](name="reply", type="text", min_count=1))
+    output.fit(column)
+    assert list(output.decode(output.target(column))["reply"]) == ["Hello World", "Buenos Días"]
+    source = text_feature(min_count=1)
+    source.fit(column)
+    assert source._tokenizers["plain"].decode(source._tokenizers["plain"].encode("Hello").ids) == "hello"

@@ -37,7 +37,8 @@ class Options(BaseModel):
                            "learned from the training split (encoder: pretrained uses its own)")
     vocabulary_size: int = Field(8000, ge=8, le=1_000_000, description="most tokens the tokenizer may learn")
     min_count: int = Field(2, ge=1, description="sub-words or characters seen fewer times are not learned")
-    lowercase: bool = Field(True, description="lower-case text before tokenizing")
+    lowercase: bool | None = Field(None, description="lower-case text before tokenizing; default: yes for inputs, "
+                                                     "no for outputs (generated text keeps its capitals)")
     max_length: int = Field(128, ge=1, le=4096, description="tokens kept per text; longer texts are truncated "
                                                             "(and counted in a warning)")
     truncation: Literal["right", "left"] = Field("right", description="right: keep the start of long texts; "
@@ -94,7 +95,7 @@ def texts(column: pd.Series, name: str) -> list[str]:
     return values
 
 
-def train_tokenizer(corpus: list[str], options) -> "tokenizers.Tokenizer":  # noqa: F821
+def train_tokenizer(corpus: list[str], options, lowercase: bool) -> "tokenizers.Tokenizer":  # noqa: F821
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     if options.tokenizer == "characters":
@@ -115,7 +116,7 @@ def train_tokenizer(corpus: list[str], options) -> "tokenizers.Tokenizer":  # no
         tokenizer.decoder = decoders.Metaspace()
         trainer = trainers.BpeTrainer(vocab_size=options.vocabulary_size, min_frequency=options.min_count,
                                       special_tokens=SPECIAL)
-    steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if options.lowercase else [])
+    steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
     tokenizer.normalizer = normalizers.Sequence(steps)
     tokenizer.train_from_iterator(corpus, trainer=trainer)
     return tokenizer
@@ -160,7 +161,9 @@ class Feature:
             self.stats = {"tokenizer": tokenizer_json,
                           "pretrained_config": json.loads((folder / "config.json").read_text(encoding="utf-8"))}
         else:
-            tokenizer = train_tokenizer(corpus, options)
+            is_output = "weight" in type(options).model_fields  # only output configs carry a loss weight
+            lowercase = options.lowercase if options.lowercase is not None else not is_output
+            tokenizer = train_tokenizer(corpus, options, lowercase)
             if tokenizer.get_vocab_size() <= len(SPECIAL):
                 raise DataError(f"column '{options.name}': no token is frequent enough to learn (min_count "
                                 f"{options.min_count}); lower min_count or give more text")
