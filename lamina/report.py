@@ -239,13 +239,17 @@ def importance_section(result: dict) -> str:
 
 def _highlighted(tokens: list) -> str:
     largest = max((abs(score) for _, score in tokens), default=0.0) or 1.0
-    spans = []
+    pieces = []
     for token, score in tokens:
+        token = str(token)
+        # sub-word markers: BPE's '▁' starts a word, WordPiece's '##' continues one
+        starts_word = token.startswith("▁") or not (token.startswith("##") or pieces)
+        shown = token.removeprefix("▁").removeprefix("##")
         strength = abs(score) / largest
         colour = f"rgba(220,50,47,{strength:.2f})" if score > 0 else f"rgba(38,139,210,{strength:.2f})"
-        spans.append(f"<span class='token' style='background:{colour}' title='{score:+.4f}'>"
-                     f"{html.escape(str(token))}</span>")
-    return " ".join(spans)
+        pieces.append((" " if starts_word and pieces else "") + f"<span class='token' style='background:{colour}' "
+                      f"title='{score:+.4f}'>{html.escape(shown)}</span>")
+    return "".join(pieces)
 
 
 def _image_overlay(model, name: str, value: Any, heat_map: list) -> str:
@@ -301,7 +305,7 @@ body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;
 color:#222}h1{margin-bottom:0}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left}
 th{background:#f4f4f4}pre{background:#f7f7f7;padding:.8em;overflow-x:auto}.plots img{margin:.3em}
-.verdict{font-size:1.15em;font-weight:600}.token{padding:0 .15em;border-radius:3px}.example{margin-bottom:1.5em}
+.verdict{font-size:1.15em;font-weight:600}.token{padding:0 .05em;border-radius:3px}.example{margin-bottom:1.5em}
 .overlay{width:160px;image-rendering:pixelated}.muted{color:#777}
 """
 
