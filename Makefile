@@ -37,6 +37,13 @@ $(VENV)/.installed: pyproject.toml Makefile
 	    || echo "could not install diatheke sword-text-web sword-text-sparv; the bible_en_es tests are skipped"; \
 	else echo "skipping diatheke sword-text-web sword-text-sparv (needs root and apt-get: apt-get install diatheke" \
 	  "sword-text-web sword-text-sparv); the bible_en_es tests are skipped"; fi
+	# the web-page test drives Debian's chromium through selenium (a downloaded browser needs the internet)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then echo "chromium, chromium-driver: installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+	    || echo "could not install chromium chromium-driver; the browser test is skipped"; \
+	else echo "skipping chromium chromium-driver (needs root and apt-get: apt-get install chromium chromium-driver);" \
+	  "the browser test is skipped"; fi
 	touch $@
 
 run: setup
@@ -50,6 +57,7 @@ benchmarks: setup
 	$(BIN)/python benchmarks/adult.py
 	$(BIN)/python benchmarks/csv_throughput.py
 	$(BIN)/python benchmarks/fashion_mnist.py
+	$(BIN)/python benchmarks/serving.py
 
 clean:
 	rm -rf $(VENV) runs
