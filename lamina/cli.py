@@ -178,8 +178,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--max-batch-rows", type=_positive(int), default=256,
                        help="most rows merged from concurrent requests into one prediction (1: no merging)")
-    serve.add_argument("--batch-wait-ms", type=float, default=5.0,
-                       help="how long a request waits for others to join its batch (default 5)")
+    serve.add_argument("--batch-wait-ms", type=float, default=2.0,
+                       help="under concurrent load, how long a batch waits for more requests to join it "
+                            "(default 2; a lone client never waits)")
     serve.add_argument("--max-request-rows", type=_positive(int), default=1000, help="most rows per request")
     serve.add_argument("--max-body-mb", type=_positive(float), default=10.0, help="largest request body in MiB")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])

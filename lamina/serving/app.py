@@ -33,7 +33,7 @@ class Settings:
     """The limits and batching of a server (the `lamina serve` flags)."""
 
     max_batch_rows: int = 256  # most rows merged into one Model.predict call
-    batch_wait_ms: float = 5.0  # how long the first waiting request waits for others to join it
+    batch_wait_ms: float = 2.0  # under concurrent load, how long a batch waits for more requests to join
     max_request_rows: int = 1000  # most rows in one request
     max_body_bytes: int = 10 * 2 ** 20  # largest request body (JSON or multipart, images included)
     max_waiting: int = 1000  # requests queued beyond this get 503
@@ -135,7 +135,7 @@ class Rows:
         self.row = schema.row_model(model)
         self.request = schema.request_model(self.row, self.example)
 
-    async def read(self, request: Request) -> pd.DataFrame:
+    async def read(self, request: Request) -> list:
         body = await request.body()
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("multipart/form-data"):
@@ -156,7 +156,7 @@ class Rows:
                                         f"multipart/form-data or application/x-www-form-urlencoded", 415)
         return self.validate(data)
 
-    def validate(self, data) -> pd.DataFrame:
+    def validate(self, data) -> list:
         if isinstance(data, list):  # a bare list of rows is accepted too
             data = {"rows": data}
         if not isinstance(data, dict):
@@ -169,14 +169,18 @@ class Rows:
             parsed = self.request.model_validate(data)
         except ValidationError as error:
             raise schema.RequestProblem(schema.explain(error, self.names)) from None
-        return schema.frame(parsed.rows, self.model)
+        return parsed.rows
+
+    def predict(self, rows: list) -> list[dict]:
+        """Validated rows -> one dict of predictions per row (run by the batcher's thread)."""
+        return _records(self.model.predict(schema.frame(rows, self.model)))
 
 
 def _problem(error: schema.RequestProblem) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, status_code=error.status)
 
 
-async def _predicted(future) -> pd.DataFrame:
+async def _predicted(future) -> list[dict]:
     try:
         return await asyncio.wrap_future(future)
     except DataError as error:  # the data does not fit the model: the client's to fix
@@ -186,14 +190,14 @@ async def _predicted(future) -> pd.DataFrame:
 def create_app(model, folder: str, settings: Settings | None = None) -> FastAPI:
     """The FastAPI app serving `model` (a loaded lamina.Model); `folder` names it in /metadata."""
     settings = settings or Settings()
-    batcher = Batcher(model.predict, settings.max_batch_rows, settings.batch_wait_ms / 1000, settings.max_waiting)
     rows = Rows(model, settings)
+    batcher = Batcher(rows.predict, settings.max_batch_rows, settings.batch_wait_ms / 1000, settings.max_waiting)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         batcher.start()
         # the first prediction pays one-off costs (allocations, lazy imports): pay them before /health says ok
-        app.state.warmup = batcher.submit(schema.frame([rows.row.model_validate(rows.example)], model))
+        app.state.warmup = batcher.submit([rows.row.model_validate(rows.example)])
         yield
         batcher.stop()
 
@@ -228,13 +232,12 @@ def create_app(model, folder: str, settings: Settings | None = None) -> FastAPI:
     @app.post("/predict", openapi_extra=_body_schema("PredictRequest"))
     async def predict(request: Request) -> JSONResponse:
         try:
-            frame = await rows.read(request)
-            predictions = await _predicted(batcher.submit(frame))
+            predictions = await _predicted(batcher.submit(await rows.read(request)))
         except schema.RequestProblem as error:
             return _problem(error)
         except Busy as error:
             return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "1"})
-        return JSONResponse({"predictions": _records(predictions)})
+        return JSONResponse({"predictions": predictions})
 
     # --- POST /explain ------------------------------------------------------------------------
     # Model.explain(rows) is being written separately. When it exists it is wired here as is
@@ -246,7 +249,7 @@ def create_app(model, folder: str, settings: Settings | None = None) -> FastAPI:
                                            f"lamina {lamina.__version__}; upgrade lamina to use POST /explain"},
                                 status_code=501)
         try:
-            frame = await rows.read(request)
+            frame = schema.frame(await rows.read(request), model)
             explanation = await asyncio.to_thread(model.explain, frame)
         except schema.RequestProblem as error:
             return _problem(error)

@@ -11,14 +11,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable
 
-import pandas as pd
-
 log = logging.getLogger("lamina.serve")
 
 
 @dataclass
 class Job:
-    frame: pd.DataFrame
+    rows: list  # merged by list concatenation: cheaper than concatenating DataFrames per request
     future: Future = field(default_factory=Future)
 
 
@@ -27,19 +25,23 @@ class Busy(RuntimeError):
 
 
 class Batcher:
-    """A queue of prediction jobs and the one thread that serves them.
+    """A queue of prediction jobs and the one thread that serves them. `predict` maps a list of
+    rows to a list of predictions, one per row, in order.
 
-    The worker takes the first waiting job, then keeps taking jobs for up to `wait_seconds` while
-    the merged rows stay within `max_rows` (a job larger than that runs on its own). `max_rows=1`
-    turns merging off. `calls` counts the predict calls made.
+    The worker takes the first waiting job and every job already queued behind it, while the merged
+    rows stay within `max_rows` (a job larger than that runs on its own); `max_rows=1` turns merging
+    off. When the last batch merged several jobs (the server is under concurrent load) it also waits
+    up to `wait_seconds` for more to arrive. A lone client never waits: a sleeping thread can take
+    far longer than the window to be scheduled again on a busy machine. `calls` counts predict calls.
     """
 
-    def __init__(self, predict: Callable[[pd.DataFrame], pd.DataFrame], max_rows: int = 256,
+    def __init__(self, predict: Callable[[list], list], max_rows: int = 256,
                  wait_seconds: float = 0.005, max_waiting: int = 1000):
         self.predict, self.max_rows, self.wait_seconds = predict, max(1, max_rows), max(0.0, wait_seconds)
         self.jobs: queue.Queue = queue.Queue(maxsize=max_waiting)
         self.calls = 0
         self._held: Job | None = None  # a job that did not fit the last batch: it starts the next one
+        self._concurrent = False  # the last batch merged several jobs
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lamina-batcher", daemon=True)
 
@@ -51,9 +53,9 @@ class Batcher:
         self._stopping.set()
         self._thread.join(timeout)
 
-    def submit(self, frame: pd.DataFrame) -> Future:
-        """Queue rows for prediction; the future holds their predictions (a DataFrame) or the error."""
-        job = Job(frame)
+    def submit(self, rows: list) -> Future:
+        """Queue rows for prediction; the future holds their predictions (a list) or the error."""
+        job = Job(rows)
         try:
             self.jobs.put_nowait(job)
         except queue.Full:
@@ -70,17 +72,18 @@ class Batcher:
             return None
 
     def _collect(self, first: Job) -> list[Job]:
-        group, rows = [first], len(first.frame)
-        deadline = time.monotonic() + self.wait_seconds
+        group, rows = [first], len(first.rows)
+        deadline = time.monotonic() + (self.wait_seconds if self._concurrent else 0.0)
         while rows < self.max_rows:
             job = self._next(deadline - time.monotonic())
             if job is None:
                 break
-            if rows + len(job.frame) > self.max_rows:
+            if rows + len(job.rows) > self.max_rows:
                 self._held = job
                 break
             group.append(job)
-            rows += len(job.frame)
+            rows += len(job.rows)
+        self._concurrent = len(group) > 1
         return group
 
     def _run(self) -> None:
@@ -95,8 +98,7 @@ class Batcher:
             return
         try:
             self.calls += 1
-            merged = live[0].frame if len(live) == 1 else pd.concat([job.frame for job in live], ignore_index=True)
-            predictions = self.predict(merged)
+            predictions = self.predict([row for job in live for row in job.rows])
         # the worker must outlive any error: it is handed to the waiting request(s), never raised here
         except Exception as error:  # noqa: BLE001
             if len(live) > 1:  # one bad request must not fail its neighbours: predict each alone
@@ -107,13 +109,12 @@ class Batcher:
             return
         start = 0
         for job in live:
-            part = predictions.iloc[start:start + len(job.frame)].reset_index(drop=True)
-            job.future.set_result(part)
-            start += len(job.frame)
+            job.future.set_result(predictions[start:start + len(job.rows)])
+            start += len(job.rows)
 
     def _retry_alone(self, job: Job) -> None:
         try:
             self.calls += 1
-            job.future.set_result(self.predict(job.frame).reset_index(drop=True))
+            job.future.set_result(self.predict(job.rows))
         except Exception as error:  # noqa: BLE001 (as in _serve: handed to the request)
             job.future.set_exception(error)
