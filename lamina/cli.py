@@ -62,7 +62,7 @@ def _predict(args) -> None:
 
     model = load(args.model)
     rows, chunks = predict_file(model, args.data, args.output, args.chunk_size,
-                                progress=not args.quiet and bool(args.output))
+                                progress=not args.quiet and bool(args.output) and sys.stderr.isatty())
     if args.output:
         print(f"wrote {rows} predictions to {args.output}" + (f" ({chunks} chunks)" if chunks > 1 else ""))
 
@@ -170,7 +170,7 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", help="CSV, Parquet or JSONL file (default: CSV on standard output)")
     predict.add_argument("--chunk-size", type=_positive(int), default=50_000,
                          help="rows read, predicted and written at a time (bounds memory; default 50000)")
-    predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar (it is shown on a terminal only)")
     predict.set_defaults(run=_predict)
     serve = commands.add_parser("serve", help="serve a saved model over HTTP (pip install 'lamina[serve]')")
     serve.add_argument("model", help="model folder (the --output of lamina train)")

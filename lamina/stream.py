@@ -79,6 +79,9 @@ class Writer:
         suffix = self.target.suffix.lower() if self.target else ".csv"
         self.kind = "parquet" if suffix in (".parquet", ".pq") else "jsonl" if suffix in (".jsonl", ".ndjson") \
             else "csv"
+        if self.target and not self.target.parent.is_dir():
+            raise DataError(f"cannot write '{self.target}': folder '{self.target.parent}' does not exist; create it "
+                            f"or choose another --output")
         self.partial = self.target.with_name(f".{self.target.name}.partial") if self.target else None
         self.handle, self.parquet, self.schema, self.rows = None, None, None, 0
 
