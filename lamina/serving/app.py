@@ -211,6 +211,15 @@ def create_app(model, folder: str, settings: Settings | None = None) -> FastAPI:
         log.exception("error while answering %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500)
 
+    _add_routes(app, model, folder, rows)
+    _add_explain(app, model, rows)
+    app.openapi = lambda: _openapi(app, rows)
+    return app
+
+
+def _add_routes(app: FastAPI, model, folder: str, rows: Rows) -> None:
+    """GET /health, /metadata, / and POST /predict."""
+
     @app.get("/health")
     async def health() -> JSONResponse:
         warmup = app.state.warmup
@@ -223,22 +232,25 @@ def create_app(model, folder: str, settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metadata")
     async def metadata() -> dict:
-        return describe(model, folder, settings, batcher)
+        return describe(model, folder, app.state.settings, app.state.batcher)
 
     @app.get("/", response_class=HTMLResponse)
     async def home() -> HTMLResponse:
-        return HTMLResponse(page.render(describe(model, folder, settings, batcher), rows.example))
+        described = describe(model, folder, app.state.settings, app.state.batcher)
+        return HTMLResponse(page.render(described, rows.example))
 
     @app.post("/predict", openapi_extra=_body_schema("PredictRequest"))
     async def predict(request: Request) -> JSONResponse:
         try:
-            predictions = await _predicted(batcher.submit(await rows.read(request)))
+            predictions = await _predicted(app.state.batcher.submit(await rows.read(request)))
         except schema.RequestProblem as error:
             return _problem(error)
         except Busy as error:
             return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "1"})
         return JSONResponse({"predictions": predictions})
 
+
+def _add_explain(app: FastAPI, model, rows: Rows) -> None:
     # --- POST /explain ------------------------------------------------------------------------
     # Model.explain(rows) is being written separately. When it exists it is wired here as is
     # (not micro-batched: explanations are few and slow); until then this answers 501.
@@ -258,9 +270,6 @@ def create_app(model, folder: str, settings: Settings | None = None) -> FastAPI:
         if isinstance(explanation, pd.DataFrame):
             explanation = _records(explanation)
         return JSONResponse({"explanations": json.loads(json.dumps(explanation, default=str))})
-
-    app.openapi = lambda: _openapi(app, rows)
-    return app
 
 
 def _body_schema(name: str) -> dict:
