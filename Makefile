@@ -37,7 +37,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	    || echo "could not install diatheke sword-text-web sword-text-sparv; the bible_en_es tests are skipped"; \
 	else echo "skipping diatheke sword-text-web sword-text-sparv (needs root and apt-get: apt-get install diatheke" \
 	  "sword-text-web sword-text-sparv); the bible_en_es tests are skipped"; fi
-	# a real headless browser checks the HTML report (and the web page of `lamina serve`)
+	# a real headless browser checks the HTML report and the web page of `lamina serve` (selenium drives Debian's chromium:
+	# a downloaded browser would need the internet)
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then echo "chromium: installed"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
@@ -57,6 +58,7 @@ benchmarks: setup
 	$(BIN)/python benchmarks/adult.py
 	$(BIN)/python benchmarks/csv_throughput.py
 	$(BIN)/python benchmarks/fashion_mnist.py
+	$(BIN)/python benchmarks/serving.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,5 +1,5 @@
-"""The command line: lamina train | evaluate | predict | compare | explain | init-config | datasets |
-config-schema."""
+"""The command line: lamina train | evaluate | predict | compare | explain | report | serve | export |
+init-config | datasets | config-schema."""
 from __future__ import annotations
 
 import argparse
@@ -89,20 +89,55 @@ def _evaluate(args) -> None:
 
 def _predict(args) -> None:
     from lamina.api import load
+    from lamina.stream import predict_file
 
-    predictions = load(args.model).predict(args.data)
-    if not args.output:
-        predictions.to_csv(sys.stdout, index=False)
-        return
-    target = Path(args.output)
-    suffix = target.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        predictions.to_parquet(target, index=False)
-    elif suffix in (".jsonl", ".ndjson"):
-        predictions.to_json(target, orient="records", lines=True)
-    else:
-        predictions.to_csv(target, index=False)
-    print(f"wrote {len(predictions)} predictions to {target}")
+    model = load(args.model)
+    rows, chunks = predict_file(model, args.data, args.output, args.chunk_size,
+                                progress=not args.quiet and bool(args.output) and sys.stderr.isatty())
+    if args.output:
+        print(f"wrote {rows} predictions to {args.output}" + (f" ({chunks} chunks)" if chunks > 1 else ""))
+
+
+def _needs(extra: str, *modules: str) -> None:
+    """Optional dependencies are checked before any work, with the install line in the message."""
+    import importlib.util
+
+    missing = [module for module in modules if importlib.util.find_spec(module) is None]
+    if missing:
+        raise ConfigError(f"this command needs {', '.join(missing)}: pip install 'lamina[{extra}]'")
+
+
+def _serve(args) -> None:
+    _needs("serve", "fastapi", "uvicorn", "python_multipart")
+    import uvicorn
+
+    from lamina.api import load
+    from lamina.serving.app import Settings, create_app
+
+    model = load(args.model)
+    settings = Settings(max_batch_rows=args.max_batch_rows, batch_wait_ms=args.batch_wait_ms,
+                        max_request_rows=args.max_request_rows, max_body_bytes=int(args.max_body_mb * 2 ** 20))
+    print(f"serving {args.model} at http://{args.host}:{args.port}/ (API documentation at /docs)", flush=True)
+    uvicorn.run(create_app(model, args.model, settings), host=args.host, port=args.port, log_level=args.log_level)
+
+
+def _export(args) -> None:
+    _needs("export", *(["onnx"] if args.format == "onnx" else []))
+    from lamina.api import load
+    from lamina.export import export
+
+    output = args.output or f"{str(args.model).rstrip('/')}-{args.format}"
+    target = export(load(args.model), output, args.format)
+    print(f"exported {args.model} to {target} (preprocessing in {Path(output) / 'preprocessing.json'})")
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+    return parse
 
 
 def _compare(args) -> None:
@@ -209,6 +244,9 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", required=True)
     predict.add_argument("--data", required=True)
     predict.add_argument("--output", help="CSV, Parquet or JSONL file (default: CSV on standard output)")
+    predict.add_argument("--chunk-size", type=_positive(int), default=50_000,
+                         help="rows read, predicted and written at a time (bounds memory; default 50000)")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar (it is shown on a terminal only)")
     predict.set_defaults(run=_predict)
     compare = commands.add_parser("compare", help="train a classic baseline on the model's own split and "
                                                   "compare the two on the test rows")
@@ -234,6 +272,25 @@ def parser() -> argparse.ArgumentParser:
                          help="also global importance over all the --data rows (they need the outputs filled in)")
     explain.add_argument("--output", help="also write everything as JSON here")
     explain.set_defaults(run=_explain)
+    serve = commands.add_parser("serve", help="serve a saved model over HTTP (pip install 'lamina[serve]')")
+    serve.add_argument("model", help="model folder (the --output of lamina train)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-batch-rows", type=_positive(int), default=256,
+                       help="most rows merged from concurrent requests into one prediction (1: no merging)")
+    serve.add_argument("--batch-wait-ms", type=float, default=2.0,
+                       help="under concurrent load, how long a batch waits for more requests to join it "
+                            "(default 2; a lone client never waits)")
+    serve.add_argument("--max-request-rows", type=_positive(int), default=1000, help="most rows per request")
+    serve.add_argument("--max-body-mb", type=_positive(float), default=10.0, help="largest request body in MiB")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.set_defaults(run=_serve)
+    export = commands.add_parser("export", help="export a saved model to ONNX or torch.export, with its "
+                                                "preprocessing as JSON")
+    export.add_argument("model", help="model folder (the --output of lamina train)")
+    export.add_argument("--format", choices=["onnx", "torch-export"], default="onnx")
+    export.add_argument("--output", help="folder to write (default: MODEL-FORMAT beside the model folder)")
+    export.set_defaults(run=_export)
     init = commands.add_parser("init-config", help="print a starting config inferred from the data")
     init.add_argument("--data", required=True)
     init.add_argument("--target", required=True, action="append", help="output column (repeat for several)")

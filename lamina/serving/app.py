@@ -1,0 +1,292 @@
+"""The HTTP app of `lamina serve`: POST /predict (JSON rows or one multipart form), GET /health,
+GET /metadata, GET / (a web page for the model) and POST /explain (when the model can explain).
+
+Every refusal is a 4xx whose message names the field; an unexpected error is logged with its
+traceback on the server and answered with a 500 that carries none.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import pandas as pd
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import ValidationError
+
+import lamina
+from lamina.errors import ConfigError, DataError
+from lamina.serving import page, schema
+from lamina.serving.batcher import Batcher, Busy
+
+log = logging.getLogger("lamina.serve")
+
+
+@dataclass
+class Settings:
+    """The limits and batching of a server (the `lamina serve` flags)."""
+
+    max_batch_rows: int = 256  # most rows merged into one Model.predict call
+    batch_wait_ms: float = 2.0  # under concurrent load, how long a batch waits for more requests to join
+    max_request_rows: int = 1000  # most rows in one request
+    max_body_bytes: int = 10 * 2 ** 20  # largest request body (JSON or multipart, images included)
+    max_waiting: int = 1000  # requests queued beyond this get 503
+
+
+class BodyLimit:
+    """ASGI middleware: reads the whole body (at most `limit` bytes) before the app sees it, so an
+    oversized upload is refused with 413 instead of filling memory or disk."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await self._refuse(send)
+            if not message.get("more_body"):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: wait for the disconnect, as a server would
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+    async def _refuse(self, send) -> None:
+        detail = (f"the request body is over the limit of {self.limit:,} bytes (--max-body-mb); send fewer rows "
+                  f"per request or smaller images")
+        await JSONResponse({"detail": detail}, status_code=413)({"type": "http"}, None, send)
+
+
+def describe(model, folder: str, settings: Settings, batcher: Batcher) -> dict:
+    """GET /metadata: what the model reads and predicts, how good it was, and the server's limits."""
+    def feature(item) -> dict:
+        options = item.config.model_dump(exclude={"name", "type"})
+        entry = {"name": item.config.name, "type": item.config.type, "options": options}
+        if item.config.type == "category":
+            entry["values"] = schema.vocabulary(item)
+        elif item.config.type in ("binary", "set"):
+            entry["values"] = item.stats["labels"]
+        elif item.config.type == "number":
+            entry["statistics"] = {key: item.stats[key] for key in ("mean", "std", "min", "max")}
+        return entry
+
+    return {"lamina_version": lamina.__version__, "model": Path(folder).name,
+            "inputs": [feature(item) for item in model.inputs_], "outputs": [feature(item) for item in model.outputs_],
+            "metrics": model.metrics_, "training_rows": model.training_.get("rows", {}),
+            "explain": hasattr(model, "explain"),
+            "serving": {**asdict(settings), "predict_calls": batcher.calls}}
+
+
+def _records(predictions: pd.DataFrame) -> list[dict]:
+    return json.loads(predictions.to_json(orient="records", double_precision=15))
+
+
+def _multipart(body: bytes, content_type: str, limit: int) -> dict:
+    """A multipart/form-data body -> {field: text or bytes}, parsed in memory: uploads never touch disk."""
+    from python_multipart.multipart import FormParser, parse_options_header
+
+    kind, parameters = parse_options_header(content_type)
+    values: dict = {}
+
+    def on_field(field) -> None:
+        values[field.field_name.decode("utf-8", "replace")] = (field.value or b"").decode("utf-8", "replace")
+
+    def on_file(file) -> None:
+        file.file_object.seek(0)
+        values[file.field_name.decode("utf-8", "replace")] = file.file_object.read()
+
+    parser = FormParser(kind.decode(), on_field, on_file, boundary=parameters.get(b"boundary"),
+                        config={"MAX_MEMORY_FILE_SIZE": limit + 1, "MAX_BODY_SIZE": limit + 1})
+    parser.write(body)
+    parser.finalize()
+    return values
+
+
+class Rows:
+    """Turns a request body into validated rows (a DataFrame), or raises RequestProblem."""
+
+    def __init__(self, model, settings: Settings):
+        self.model, self.settings = model, settings
+        self.names = [feature.config.name for feature in model.inputs_]
+        self.example = schema.example_row(model)
+        self.row = schema.row_model(model)
+        self.request = schema.request_model(self.row, self.example)
+
+    async def read(self, request: Request) -> list:
+        body = await request.body()
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            try:
+                data = {"rows": [_multipart(body, content_type, self.settings.max_body_bytes)]}
+            except (ValueError, LookupError) as error:  # python-multipart's errors are ValueErrors
+                raise schema.RequestProblem(f"the multipart body cannot be parsed ({error})", 400) from None
+        elif content_type.startswith("application/x-www-form-urlencoded"):  # a plain HTML form
+            data = {"rows": [dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))]}
+        elif content_type.startswith("application/json") or not content_type:
+            try:
+                data = json.loads(body or b"null")
+            except (ValueError, UnicodeDecodeError) as error:
+                raise schema.RequestProblem(f"the body is not valid JSON ({error}); send {{\"rows\": [{{...}}]}}",
+                                            400) from None
+        else:
+            raise schema.RequestProblem(f"content type '{content_type}' is not accepted; send application/json, "
+                                        f"multipart/form-data or application/x-www-form-urlencoded", 415)
+        return self.validate(data)
+
+    def validate(self, data) -> list:
+        if isinstance(data, list):  # a bare list of rows is accepted too
+            data = {"rows": data}
+        if not isinstance(data, dict):
+            raise schema.RequestProblem('the body must be a JSON object {"rows": [{...}, ...]}')
+        rows = data.get("rows")
+        if isinstance(rows, list) and len(rows) > self.settings.max_request_rows:
+            raise schema.RequestProblem(f"rows: {len(rows)} rows are over the limit of {self.settings.max_request_rows} "
+                                        f"per request (--max-request-rows); split the request", 413)
+        try:
+            parsed = self.request.model_validate(data)
+        except ValidationError as error:
+            raise schema.RequestProblem(schema.explain(error, self.names)) from None
+        return parsed.rows
+
+    def predict(self, rows: list) -> list[dict]:
+        """Validated rows -> one dict of predictions per row (run by the batcher's thread)."""
+        return _records(self.model.predict(schema.frame(rows, self.model)))
+
+
+def _problem(error: schema.RequestProblem) -> JSONResponse:
+    return JSONResponse({"detail": str(error)}, status_code=error.status)
+
+
+async def _predicted(future) -> list[dict]:
+    try:
+        return await asyncio.wrap_future(future)
+    except DataError as error:  # the data does not fit the model: the client's to fix
+        raise schema.RequestProblem(str(error)) from None
+
+
+def create_app(model, folder: str, settings: Settings | None = None) -> FastAPI:
+    """The FastAPI app serving `model` (a loaded lamina.Model); `folder` names it in /metadata."""
+    settings = settings or Settings()
+    rows = Rows(model, settings)
+    batcher = Batcher(rows.predict, settings.max_batch_rows, settings.batch_wait_ms / 1000, settings.max_waiting)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        # the first prediction pays one-off costs (allocations, lazy imports): pay them before /health says ok
+        app.state.warmup = batcher.submit([rows.row.model_validate(rows.example)])
+        yield
+        batcher.stop()
+
+    app = FastAPI(title=f"lamina model {Path(folder).name}", version=lamina.__version__, lifespan=lifespan,
+                  description="Predictions of a lamina model. The request schema lists the model's inputs.")
+    app.state.batcher, app.state.settings = batcher, settings
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("error while answering %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500)
+
+    _add_routes(app, model, folder, rows)
+    _add_explain(app, model, rows)
+    app.openapi = lambda: _openapi(app, rows)
+    return app
+
+
+def _add_routes(app: FastAPI, model, folder: str, rows: Rows) -> None:
+    """GET /health, /metadata, / and POST /predict."""
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        warmup = app.state.warmup
+        if not warmup.done():
+            return JSONResponse({"status": "warming up"}, status_code=503)
+        if warmup.exception() is not None:
+            return JSONResponse({"status": "failed", "detail": f"the warm-up prediction failed: "
+                                                               f"{warmup.exception()}"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/metadata")
+    async def metadata() -> dict:
+        return describe(model, folder, app.state.settings, app.state.batcher)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def home() -> HTMLResponse:
+        described = describe(model, folder, app.state.settings, app.state.batcher)
+        return HTMLResponse(page.render(described, rows.example))
+
+    @app.post("/predict", openapi_extra=_body_schema("PredictRequest"))
+    async def predict(request: Request) -> JSONResponse:
+        try:
+            predictions = await _predicted(app.state.batcher.submit(await rows.read(request)))
+        except schema.RequestProblem as error:
+            return _problem(error)
+        except Busy as error:
+            return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "1"})
+        return JSONResponse({"predictions": predictions})
+
+
+def _add_explain(app: FastAPI, model, rows: Rows) -> None:
+    # not micro-batched: explanations are few and slow (many forward passes per row)
+    @app.post("/explain", openapi_extra=_body_schema("PredictRequest"))
+    async def explain(request: Request) -> JSONResponse:
+        if not hasattr(model, "explain"):  # e.g. a stand-in model object without explanations
+            return JSONResponse({"detail": "this model cannot explain its predictions"}, status_code=501)
+        try:
+            frame = schema.frame(await rows.read(request), model)
+            explanation = await asyncio.to_thread(model.explain, frame)
+        except schema.RequestProblem as error:
+            return _problem(error)
+        except (DataError, ConfigError) as error:  # e.g. a generated-text output, which attributions cannot explain
+            return _problem(schema.RequestProblem(str(error)))
+        except ImportError as error:
+            return JSONResponse({"detail": f"explanations need captum on the server: pip install 'lamina[explain]' "
+                                           f"({error})"}, status_code=501)
+        if isinstance(explanation, pd.DataFrame):
+            explanation = _records(explanation)
+        return JSONResponse({"explanations": json.loads(json.dumps(explanation, default=str))})
+
+
+def _body_schema(name: str) -> dict:
+    reference = {"$ref": f"#/components/schemas/{name}"}
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": reference},
+        "multipart/form-data": {"schema": {"type": "object", "description": "one row: a form field per input, "
+                                                                            "image inputs as file uploads"}}}}}
+
+
+def _openapi(app: FastAPI, rows: Rows) -> dict:
+    """FastAPI's document plus the request schema derived from the model's inputs (the routes
+    read the body themselves, to take JSON and multipart alike)."""
+    if app.openapi_schema is None:
+        document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        request_schema = rows.request.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = document.setdefault("components", {}).setdefault("schemas", {})
+        components.update(request_schema.pop("$defs", {}))
+        components["PredictRequest"] = request_schema
+        app.openapi_schema = document
+    return app.openapi_schema

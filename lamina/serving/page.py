@@ -1,0 +1,129 @@
+"""The web page at GET / of `lamina serve`: a form generated from the model's inputs (number fields,
+selects holding the training vocabulary, text boxes, file uploads for images) that posts to
+/predict and shows the predictions with their probabilities, and the explanation when the model
+has one. One self-contained HTML string: no files, no external scripts or fonts."""
+from __future__ import annotations
+
+import json
+from html import escape
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 46rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+label { display: block; margin: .8rem 0 .2rem; font-weight: 600; }
+.kind { font-weight: 400; color: #777; font-size: .85rem; }
+input, select, textarea { width: 100%; box-sizing: border-box; padding: .35rem; font: inherit; }
+button { margin-top: 1rem; padding: .5rem 1.4rem; font: inherit; }
+table { border-collapse: collapse; margin: .4rem 0 1rem; }
+td, th { padding: .2rem .8rem .2rem 0; text-align: left; }
+meter { width: 10rem; }
+.error { color: #b00020; }
+pre { background: #f4f4f4; padding: .6rem; overflow-x: auto; }
+"""
+
+SCRIPT = """
+const metadata = JSON.parse(document.getElementById("metadata").textContent);
+const form = document.getElementById("form");
+const result = document.getElementById("result");
+const status = document.getElementById("status");
+
+function cell(text) { const td = document.createElement("td"); td.textContent = text; return td; }
+
+function show(prediction) {
+  result.replaceChildren();
+  for (const output of metadata.outputs) {
+    const heading = document.createElement("h3");
+    heading.dataset.output = output.name;
+    const value = prediction[output.name];
+    const probability = prediction[output.name + "_probability"];
+    heading.textContent = output.name + ": " + (value === null ? "(none)" : value) +
+      (probability === undefined ? "" : "  (probability " + Number(probability).toFixed(3) + ")");
+    result.append(heading);
+    const prefix = output.name + "_probability_";
+    const classes = Object.keys(prediction).filter((key) => key.startsWith(prefix));
+    if (!classes.length) continue;
+    const table = document.createElement("table");
+    for (const key of classes) {
+      const row = document.createElement("tr");
+      const meter = document.createElement("meter");
+      meter.min = 0; meter.max = 1; meter.value = prediction[key];
+      const bar = document.createElement("td"); bar.append(meter);
+      row.append(cell(key.slice(prefix.length)), bar, cell(Number(prediction[key]).toFixed(3)));
+      table.append(row);
+    }
+    result.append(table);
+  }
+}
+
+async function post(path) {
+  const response = await fetch(path, {method: "POST", body: new FormData(form)});
+  const answer = await response.json();
+  if (!response.ok) throw new Error(answer.detail || response.statusText);
+  return answer;
+}
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  status.className = ""; status.textContent = "predicting...";
+  try {
+    const answer = await post("predict");
+    show(answer.predictions[0]);
+    status.textContent = "";
+    if (metadata.explain) {
+      const explained = await post("explain");
+      const block = document.createElement("pre");
+      block.id = "explanation";
+      block.textContent = JSON.stringify(explained.explanations, null, 2);
+      result.append(block);
+    }
+  } catch (error) {
+    status.className = "error"; status.textContent = error.message;
+  }
+});
+"""
+
+
+def _field(feature: dict, default) -> str:
+    """The form control of one input feature."""
+    name, kind = escape(feature["name"]), feature["type"]
+    optional = feature["options"].get("missing") != "error"
+    if kind in ("category", "binary"):
+        choices = [("", "(missing)")] if optional else []
+        choices += [(value, value) for value in feature["values"]]
+        options = "".join(f'<option value="{escape(str(value))}"{" selected" if value == default else ""}>'
+                          f"{escape(str(text))}</option>" for value, text in choices)
+        return f'<select id="{name}" name="{name}">{options}</select>'
+    if kind == "number":
+        value = "" if default is None else escape(str(default))
+        return f'<input id="{name}" name="{name}" type="number" step="any" value="{value}">'
+    if kind == "set":
+        delimiter = feature["options"]["delimiter"]
+        value = escape(delimiter.join(default or []))
+        hint = escape(f"labels separated by {delimiter}: " + ", ".join(feature["values"][:20]))
+        return f'<input id="{name}" name="{name}" type="text" value="{value}" placeholder="{hint}" title="{hint}">'
+    if kind == "image":
+        return f'<input id="{name}" name="{name}" type="file" accept="image/*">'
+    return f'<textarea id="{name}" name="{name}" rows="3">{escape(str(default or ""))}</textarea>'
+
+
+def render(metadata: dict, example: dict) -> str:
+    """The page for a model, its fields filled with `example` (the training means and most frequent values)."""
+    fields = "\n".join(f'<label for="{escape(feature["name"])}">{escape(feature["name"])} '
+                       f'<span class="kind">{escape(feature["type"])}</span></label>'
+                       + _field(feature, example.get(feature["name"]))
+                       for feature in metadata["inputs"])
+    outputs = ", ".join(escape(feature["name"]) for feature in metadata["outputs"])
+    embedded = json.dumps({"outputs": metadata["outputs"], "explain": metadata["explain"]}).replace("</", "<\\/")
+    title = escape(f"lamina: {metadata['model']}")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,"><style>{STYLE}</style></head>
+<body><h1>{title}</h1>
+<p>Fill in the inputs and predict {outputs}. The same predictions come from <code>POST /predict</code>
+(<a href="docs">API documentation</a>, <a href="metadata">metadata</a>).</p>
+<form id="form">{fields}
+<button id="predict" type="submit">Predict</button></form>
+<p id="status" role="status"></p><div id="result"></div>
+<script id="metadata" type="application/json">{embedded}</script>
+<script>{SCRIPT}</script></body></html>
+"""
