@@ -59,6 +59,8 @@ benchmarks: setup
 	$(BIN)/python benchmarks/csv_throughput.py
 	$(BIN)/python benchmarks/fashion_mnist.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/text_sentiment.py
+	$(BIN)/python benchmarks/translation.py
 
 clean:
 	rm -rf $(VENV) runs
