@@ -158,8 +158,10 @@ def fill_gaps(array: np.ndarray, means: np.ndarray | None) -> np.ndarray:
 def describe(value: Any) -> str:
     if isinstance(value, str):
         return repr(value if len(value) <= 40 else value[:37] + "...")
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)} items"
     shape = getattr(value, "shape", None)
-    return f"an array of shape {tuple(shape)}" if shape is not None else type(value).__name__
+    return f"an array of shape {tuple(shape)}" if shape is not None else f"{value!r}"
 
 
 # --- the feature -------------------------------------------------------------------------------
