@@ -292,6 +292,8 @@ class Feature:
         """Per-mel-bin mean and std of the training clips' log-mel spectrograms (a seeded sample of
         at most STATS_SAMPLE clips), and the noise files for augmentation."""
         options = self.config
+        if options.missing == "error":
+            raise_if_missing(column, options.name)
         present = column[~missing_mask(column)]
         if present.empty:
             raise DataError(f"column '{options.name}' has no clips in the training split; remove the feature "

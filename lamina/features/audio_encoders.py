@@ -159,7 +159,12 @@ def spec_augment(spectrogram: torch.Tensor, augment) -> torch.Tensor:
 
 class Encoder(nn.Module):
     """Waveforms (B, S) -> [training: shift, noise] -> log-mel -> per-bin normalisation (learned
-    mean and std) -> [training: SpecAugment] -> CNN (image_encoders.Backbone) -> (B, E)."""
+    mean and std) -> [training: SpecAugment] -> CNN (the convolutions of image_encoders.Backbone)
+    -> mean and max over time, frequency kept -> (B, E).
+
+    Pooling over time only matters: a convolution is blind to where it is, and after pooling over
+    frequency too, a 400 Hz tone and a 1.4 kHz tone would look alike; what is said may sit anywhere
+    in the clip, but which frequency it has is the signal."""
 
     def __init__(self, options, stats: dict, noise: torch.Tensor | None = None):  # options: audio.Options
         super().__init__()
@@ -174,8 +179,11 @@ class Encoder(nn.Module):
         self.shift_samples = int(round((options.augment.shift if options.augment else 0) * options.sample_rate))
         frames = stats["frames"]
         depth = options.depth or (1 if options.encoder == "cnn" else 2)
-        self.backbone = Backbone(options.encoder, 1, options.width, depth, options.stages, (options.mels, frames))
-        self.projection = nn.Linear(self.backbone.output_channels, options.embedding_size)
+        backbone = Backbone(options.encoder, 1, options.width, depth, options.stages, (options.mels, frames))
+        self.convolutions = backbone.layers[:-2]  # without its global average pool and flatten
+        with torch.no_grad():
+            channels, bins = self.convolutions(torch.zeros(1, 1, options.mels, frames)).shape[1:3]
+        self.projection = nn.Linear(2 * channels * bins, options.embedding_size)
         self.output_size = options.embedding_size
 
     def spectrogram(self, waveforms: torch.Tensor) -> torch.Tensor:  # (B, S) -> (B, 1, M, F) normalised
@@ -190,7 +198,9 @@ class Encoder(nn.Module):
         return spectrogram
 
     def from_spectrogram(self, spectrogram: torch.Tensor) -> torch.Tensor:  # (B, 1, M, F) -> (B, E)
-        return self.projection(self.backbone(spectrogram))
+        maps = self.convolutions(spectrogram)  # (B, C, M', F')
+        pooled = torch.cat([maps.mean(3), maps.amax(3)], dim=1)  # (B, 2C, M')
+        return self.projection(pooled.flatten(1))
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:  # (B, S) -> (B, E)
         return self.from_spectrogram(self.spectrogram(waveforms))
