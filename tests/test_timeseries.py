@@ -168,3 +168,13 @@ def test_save_load_and_explain_give_a_score_per_time_step(tmp_path):
         assert len(steps) == len(frame["signal"].iloc[position])
         assert sum(steps) == pytest.approx(row["scores"]["signal"], abs=1e-4)
         assert abs(row["delta"]) < 0.1 * max(abs(row["output_value"] - row["baseline_value"]), 1.0)
+
+
+def test_sequence_normalisation_ignores_each_rows_offset_and_scale():
+    ts = feature(normalize="sequence")
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(12, 2))
+    ts.fit(pd.Series([base.tolist(), (base * 3 + 10).tolist()], dtype=object))
+    encoder = ts.encoder().eval()
+    encoded = encoder(ts.transform(pd.Series([base.tolist(), (base * 3 + 10).tolist()], dtype=object)))
+    assert torch.allclose(encoded[0], encoded[1], atol=1e-4)

@@ -49,8 +49,10 @@ class Options(BaseModel):
                                                                 "(and counted in a warning)")
     truncation: Literal["right", "left"] = Field("right", description="right: keep the start of long rows; "
                                                                       "left: keep the end")
-    normalize: Literal["channel", "none"] = Field(
-        "channel", description="channel: subtract each channel's training mean and divide by its std")
+    normalize: Literal["channel", "sequence", "none"] = Field(
+        "channel", description="channel: subtract each channel's training mean and divide by its std; sequence: "
+                               "each row's own mean and std per channel (cepstral mean and variance normalisation: "
+                               "removes a speaker's or a sensor's constant offset)")
     nan: Literal["fill", "error"] = Field(
         "fill", description="NaN or infinite values inside a sequence: fill carries the last number forward (the "
                             "first ones back; a channel without numbers takes its training mean); error names the row")

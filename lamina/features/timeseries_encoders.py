@@ -71,16 +71,28 @@ class Attention(nn.Module):
         return self.layers(x, src_key_padding_mask=mask < 0.5)
 
 
+def standardise_rows(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each row's channels to zero mean and unit std over its real steps (B, T, C); a row of one step
+    or a constant channel keeps unit scale. Applied after the training-split normalisation, so the
+    floor on the std is on a known scale."""
+    weights = mask.unsqueeze(-1)  # (B, T, 1)
+    count = weights.sum(1, keepdim=True).clamp_min(1.0)
+    mean = (values * weights).sum(1, keepdim=True) / count  # (B, 1, C)
+    variance = (((values - mean) * weights) ** 2).sum(1, keepdim=True) / count
+    return (values - mean) / variance.sqrt().clamp_min(0.1) * weights
+
+
 class Encoder(nn.Module):
     """(B, T, C + 1) raw values + mask -> normalised -> sequence layers -> masked mean and max -> (B, E)."""
 
     def __init__(self, options, stats: dict):  # options: timeseries.Options
         super().__init__()
         channels = stats["channels"]
-        mean = torch.tensor(stats["mean"], dtype=torch.float32) if options.normalize == "channel" else \
+        mean = torch.tensor(stats["mean"], dtype=torch.float32) if options.normalize != "none" else \
             torch.zeros(channels)
-        std = torch.tensor(stats["std"], dtype=torch.float32) if options.normalize == "channel" else \
+        std = torch.tensor(stats["std"], dtype=torch.float32) if options.normalize != "none" else \
             torch.ones(channels)
+        self.per_sequence = options.normalize == "sequence"
         self.register_buffer("mean", mean.view(1, 1, -1), persistent=False)  # rebuilt from stats.json
         self.register_buffer("std", std.view(1, 1, -1), persistent=False)
         if options.encoder == "cnn":
@@ -98,6 +110,8 @@ class Encoder(nn.Module):
         sequences = sequences[:, :longest]
         mask = sequences[..., -1]  # (B, T)
         values = (sequences[..., :-1] - self.mean) / self.std * mask.unsqueeze(-1)  # (B, T, C)
+        if self.per_sequence:
+            values = standardise_rows(values, mask)
         states = self.body(values, mask)  # (B, T, W)
         weights = mask.unsqueeze(-1)  # (B, T, 1)
         mean = (states * weights).sum(1) / weights.sum(1).clamp_min(1.0)  # (B, W)
