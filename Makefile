@@ -67,6 +67,7 @@ benchmarks: setup
 	$(BIN)/python benchmarks/adult.py
 	$(BIN)/python benchmarks/csv_throughput.py
 	$(BIN)/python benchmarks/fashion_mnist.py
+	$(BIN)/python benchmarks/voice_and_sensors.py
 
 clean:
 	rm -rf $(VENV) runs
