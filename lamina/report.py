@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 import yaml
 
 import lamina
@@ -47,7 +48,11 @@ def _table(rows: list[list[Any]], head: list[str]) -> str:
 
 
 def _text(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], (list, tuple)):  # a sequence
+        return f"a sequence of {len(value)} steps x {len(value[0])} channels"
+    return str(value)
 
 
 # --- sections ---------------------------------------------------------------------------------
@@ -255,8 +260,13 @@ def _highlighted(tokens: list) -> str:
 def _image_overlay(model, name: str, value: Any, heat_map: list) -> str:
     from lamina.explain_render import heat_map_png
 
-    feature = next(f for f in model.inputs_ if f.config.name == name)
+    position = next(index for index, f in enumerate(model.inputs_) if f.config.name == name)
+    feature = model.inputs_[position]
     pixels = feature.transform(pd.Series([value], dtype=object))[0:1]  # (1, C, H, W), as the network saw it
+    if feature.config.type == "audio":  # the heat map lies over the log-mel spectrogram (mels x frames)
+        with torch.no_grad():
+            pixels = model.network_.encoders[position].eval().spectrogram(pixels)  # (1, 1, M, F), normalised
+        pixels = (pixels - pixels.min()) / (pixels.max() - pixels.min()).clamp_min(1e-6) * 255
     image = np.asarray(pixels[0]).transpose(1, 2, 0)
     data = base64.b64encode(heat_map_png(image, heat_map)).decode()
     return f'<img class="overlay" alt="{html.escape(name)} heat map" src="data:image/png;base64,{data}">'

@@ -34,6 +34,15 @@ def sample(type_name: str, rows: int = ROWS, seed: int = 0) -> pd.Series:
     elif type_name == "text":
         words = ["good", "bad", "fine", "dress", "fits", "small", "large", "love", "it", "not"]
         values = np.array([" ".join(rng.choice(words, int(rng.integers(1, 8)))) for _ in range(rows)], dtype=object)
+    elif type_name == "audio":  # in-memory mono and stereo arrays of varied lengths at 8 kHz
+        values = np.empty(rows, dtype=object)
+        values[:] = [rng.normal(0, 0.3, (int(rng.integers(1000, 3000)),) + ((2,) if row % 2 else ())).astype(np.float32)
+                     for row in range(rows)]
+    elif type_name == "timeseries":  # nested lists and delimited strings of 3 channels, varied lengths
+        values = np.empty(rows, dtype=object)
+        values[:] = [rng.normal(size=(int(rng.integers(3, 9)), 3)).round(3).tolist() if row % 2 else
+                     ";".join(",".join(str(value) for value in step) for step in rng.normal(size=(4, 3)).round(3))
+                     for row in range(rows)]
     else:
         raise AssertionError(f"add a sample column for the new data type '{type_name}' to the conformance suite")
     values[3] = None
@@ -42,7 +51,9 @@ def sample(type_name: str, rows: int = ROWS, seed: int = 0) -> pd.Series:
 
 def options(type_name: str) -> dict:
     return {"set": {"delimiter": "|"}, "image": {"size": 8, "width": 4, "stages": 2, "embedding_size": 8},
-            "text": {"max_length": 8, "width": 16, "layers": 1, "heads": 2, "min_count": 1}}.get(type_name, {})
+            "text": {"max_length": 8, "width": 16, "layers": 1, "heads": 2, "min_count": 1},
+            "audio": {"sample_rate": 8000, "duration": 0.25, "mels": 16, "width": 4, "stages": 2, "embedding_size": 8},
+            "timeseries": {"width": 8, "layers": 1, "embedding_size": 8}}.get(type_name, {})
 
 
 def make(type_name: str, role: str):
@@ -84,7 +95,8 @@ def test_encoder_accepts_values_never_seen_in_training(type_name):
     feature.fit(sample(type_name))
     strange = {"number": [1e6, -5.0], "binary": ["maybe", None], "category": ["purple", ""],
                "set": ["z|y", None], "image": [np.full((20, 12), 1e3), None],
-               "text": ["zebra quokka " * 20, None]}[type_name]
+               "text": ["zebra quokka " * 20, None], "audio": [np.full(40000, 0.9), None],
+               "timeseries": [[[1e6, -1e6, 0.0]] * 50, None]}[type_name]
     encoded = feature.encoder()(feature.transform(pd.Series(strange, dtype=object)))
     assert torch.isfinite(encoded).all()
 

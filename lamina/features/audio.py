@@ -1,0 +1,407 @@
+"""The `audio` data type (input only): sound files (WAV, FLAC, OGG via soundfile) or arrays in,
+a CNN over the log-mel spectrogram out to a vector.
+
+Cells decode to mono waveforms at `sample_rate`, `duration` seconds long: (N, samples) float32.
+The spectrogram, its per-mel-bin normalisation (fitted on the training split) and the
+training-only augmentation (time shift, background noise, SpecAugment) run in torch inside the
+encoder (audio_encoders.py), so training, evaluation and serving compute them the same way.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from lamina.errors import DataError
+from lamina.features.audio_encoders import Encoder, LogMel, resample
+from lamina.features.common import missing_mask, raise_if_missing
+
+if TYPE_CHECKING:
+    from lamina.data import LazyColumn
+
+CAN_BE_OUTPUT = False
+CACHE_LIMIT = 512 * 2 ** 20  # cache: auto decodes a column up front when its waveforms fit in this many bytes
+STATS_SAMPLE = 2048  # the per-bin mean and std come from at most this many training clips (a seeded sample)
+FRAME_MS = 10  # silence trimming looks at the loudness of frames this long
+
+
+class Augment(BaseModel):
+    """Random changes to training clips (never at evaluation or prediction), drawn from torch's
+    generator so a run is reproducible from its seed."""
+
+    model_config = ConfigDict(extra="forbid")
+    shift: float = Field(0.0, ge=0.0, description="move each clip in time by up to this many seconds either way")
+    noise: float = Field(0.0, ge=0.0, le=1.0, description="fraction of clips that get background noise mixed in")
+    snr: tuple[float, float] = Field((5.0, 30.0), description="[low, high] signal-to-noise ratio in dB; each noisy "
+                                                              "clip draws one uniformly")
+    noise_files: list[str] = Field(default_factory=list, description="sound files to take the noise from (random "
+                                                                     "stretches); none: generated noise")
+    noise_colour: Literal["white", "pink", "brown"] = Field("pink", description="the generated noise's spectrum")
+    time_masks: int = Field(0, ge=0, le=16, description="SpecAugment: bands of time frames masked per clip")
+    time_mask_width: int = Field(10, ge=1, description="SpecAugment: widest time band, in frames")
+    frequency_masks: int = Field(0, ge=0, le=16, description="SpecAugment: bands of mel bins masked per clip")
+    frequency_mask_width: int = Field(8, ge=1, description="SpecAugment: widest frequency band, in mel bins")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Augment":
+        if self.snr[0] > self.snr[1]:
+            raise ValueError(f"snr is [low, high] in dB; got {list(self.snr)}")
+        return self
+
+
+class Options(BaseModel):
+    """Options of an audio feature."""
+
+    model_config = ConfigDict(extra="forbid")
+    sample_rate: int = Field(16000, ge=1000, le=192000, description="every clip is brought to this rate (Hz)")
+    resample: bool = Field(True, description="true: clips at another rate are resampled (windowed sinc, in torch); "
+                                             "false: such a clip is an error naming its row")
+    array_rate: int | None = Field(None, ge=1000, le=192000, description="the rate of array cells (files carry "
+                                                                         "their own); default: sample_rate")
+    duration: float = Field(1.0, gt=0.0, le=600.0, description="seconds per clip: shorter clips are padded with "
+                                                               "silence, longer ones cut")
+    align: Literal["center", "start"] = Field("center", description="where a clip sits when padded or cut")
+    trim_silence: float | None = Field(None, gt=0.0, le=120.0, description="cut leading and trailing frames this "
+                                                                          "many dB quieter than the loudest frame "
+                                                                          "(e.g. 40) before padding; null: keep")
+    volume: Literal["peak", "none"] = Field("peak", description="peak: scale each clip so its loudest sample is 1")
+    mels: int = Field(40, ge=4, le=256, description="mel bins of the spectrogram")
+    window_ms: float = Field(25.0, gt=0.0, le=1000.0, description="STFT window (Hann), in milliseconds")
+    hop_ms: float = Field(10.0, gt=0.0, le=1000.0, description="STFT hop between frames, in milliseconds")
+    low_hz: float = Field(20.0, ge=0.0, description="lowest frequency of the mel filterbank")
+    high_hz: float | None = Field(None, gt=0.0, description="highest frequency of the mel filterbank (default: "
+                                                            "half the sample rate)")
+    encoder: Literal["cnn", "resnet"] = Field("cnn", description="the CNN over the spectrogram (see image)")
+    width: int = Field(32, ge=1, le=1024, description="channels of the first stage; each later stage doubles them")
+    stages: int = Field(3, ge=1, le=6, description="stages; each after the first halves mel bins and frames")
+    depth: int | None = Field(None, ge=1, le=16, description="layers (cnn) or basic blocks (resnet) per stage")
+    embedding_size: int = Field(128, ge=1, description="width of the vector the encoder outputs")
+    augment: Augment | None = Field(None, description="random changes to the clips while training")
+    missing: Literal["fill", "drop", "error"] = Field(
+        "fill", description="fill: an empty cell is silence; drop removes the rows while training")
+    on_error: Literal["stop", "skip"] = Field(
+        "stop", description="stop: an unreadable or empty file, or a bad array, is an error; skip: such rows are "
+                            "left out of training and evaluation, and predicted from silence")
+    cache: Literal["auto", "yes", "no"] = Field(
+        "auto", description="yes: decode every clip once up front; no: batch by batch (data larger than memory); "
+                            "auto: yes when the waveforms fit in 512 MB")
+    root: str | None = Field(None, description="folder that relative file paths are read from")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Options":
+        if self.high_hz is not None and self.high_hz > self.sample_rate / 2:
+            raise ValueError(f"high_hz ({self.high_hz}) is above half the sample rate ({self.sample_rate / 2}); "
+                             f"lower it or raise sample_rate")
+        if self.hop_ms * self.sample_rate / 1000 < 1:
+            raise ValueError(f"hop_ms {self.hop_ms} is shorter than one sample at {self.sample_rate} Hz")
+        return self
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """What turning a cell into a waveform needs: a plain, picklable record (DataLoader worker
+    processes receive it), unlike the pydantic config. samples None: keep the clip's own length."""
+
+    name: str
+    rate: int
+    samples: int | None
+    resample: bool = True
+    array_rate: int | None = None
+    align: str = "center"
+    trim_decibels: float | None = None
+    volume: str = "peak"
+    root: str | None = None
+    on_error: str = "stop"
+
+
+def decoding_of(options: Options, name: str) -> Decoding:
+    return Decoding(name, options.sample_rate, int(round(options.duration * options.sample_rate)), options.resample,
+                    options.array_rate, options.align, options.trim_silence, options.volume, options.root,
+                    options.on_error)
+
+
+class Unreadable(Exception):
+    """A cell that holds no usable sound; the message says why."""
+
+
+# --- decoding one cell -------------------------------------------------------------------------
+
+def is_missing(value: Any) -> bool:
+    if value is None or value is pd.NA:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, str) and not value.strip()
+
+
+def describe(value: Any) -> str:
+    if isinstance(value, (str, os.PathLike)):
+        return repr(str(value))
+    shape = getattr(value, "shape", None)
+    return f"an array of shape {tuple(shape)}" if shape is not None else type(value).__name__
+
+
+def read_file(value: str | os.PathLike, root: str | None) -> tuple[np.ndarray, int]:
+    """(samples, channels) float32 and the file's sample rate."""
+    try:
+        import soundfile
+    except ImportError:  # a missing package is not a bad file: never skipped
+        raise ImportError("reading sound files needs soundfile: pip install 'lamina[audio]'") from None
+    path = Path(value).expanduser()
+    path = Path(root).expanduser() / path if root and not path.is_absolute() else path
+    if not path.is_file():
+        where = "" if path.is_absolute() else (f" under root '{root}'" if root else
+                                                f" relative to '{os.getcwd()}'; set root: to the clips' folder")
+        raise Unreadable(f"no such file: '{path}'{where}")
+    try:
+        samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    except (RuntimeError, OSError, ValueError, TypeError, EOFError) as error:  # LibsndfileError is a RuntimeError
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise Unreadable(f"not a sound file soundfile can read (WAV, FLAC, OGG, ...): {reason}") from None
+    return samples, int(rate)
+
+
+def from_array(value: Any) -> np.ndarray:
+    """(samples,) or (samples, channels) numbers -> (samples, channels) float32; integer samples
+    (e.g. int16 PCM) are scaled to [-1, 1]. A (channels, samples) array with at most 8 rows is
+    recognised and turned."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "iuf" or array.ndim not in (1, 2):
+        raise Unreadable(f"{describe(value)} of dtype {array.dtype} is not a waveform: give a file path, or a 1-D "
+                         f"(mono) or 2-D (samples x channels) array of numbers")
+    if array.dtype.kind in "iu":
+        array = array.astype(np.float32) / float(np.iinfo(array.dtype).max)
+    array = array.astype(np.float32).reshape(len(array), -1)
+    if array.shape[0] <= 8 < array.shape[1]:
+        array = array.T
+    return array
+
+
+def trim(waveform: np.ndarray, rate: int, decibels: float) -> np.ndarray:
+    """Cut leading and trailing 10 ms frames quieter than the loudest frame by `decibels`."""
+    frame = max(rate * FRAME_MS // 1000, 1)
+    count = len(waveform) // frame
+    if count < 2:
+        return waveform
+    energy = (waveform[:count * frame].reshape(count, frame) ** 2).mean(1)
+    loud = np.flatnonzero(energy >= energy.max() * 10 ** (-decibels / 10))
+    return waveform[loud[0] * frame:(loud[-1] + 1) * frame] if len(loud) else waveform
+
+
+def fit_length(waveform: np.ndarray, samples: int, align: str) -> np.ndarray:
+    """Pad with silence or cut to `samples`, keeping the clip at the start or in the centre."""
+    extra = len(waveform) - samples
+    if extra > 0:
+        start = extra // 2 if align == "center" else 0
+        return waveform[start:start + samples]
+    before = -extra // 2 if align == "center" else 0
+    return np.pad(waveform, (before, -extra - before))
+
+
+def decode_one(value: Any, decoding: Decoding) -> np.ndarray:
+    """One cell -> (samples,) float32 mono at decoding.rate; raises Unreadable."""
+    if isinstance(value, (str, os.PathLike)):
+        sound, rate = read_file(value, decoding.root)
+    else:
+        sound, rate = from_array(value), decoding.array_rate or decoding.rate
+    if sound.size == 0:
+        raise Unreadable("empty audio: no samples")
+    if not np.isfinite(sound).all():
+        raise Unreadable("the samples hold NaN or infinite values")
+    mono = sound.mean(axis=1)  # mix-down: the average of the channels
+    if rate != decoding.rate:
+        if not decoding.resample:
+            raise Unreadable(f"sampled at {rate} Hz but the feature expects {decoding.rate} Hz; set resample: true "
+                             f"(or convert the file, e.g. sox in.wav -r {decoding.rate} out.wav)")
+        mono = resample(torch.from_numpy(np.ascontiguousarray(mono)), rate, decoding.rate).numpy()
+    if decoding.trim_decibels is not None:
+        mono = trim(mono, decoding.rate, decoding.trim_decibels)
+    peak = float(np.abs(mono).max())
+    if decoding.volume == "peak" and peak > 0:
+        mono = mono / peak
+    if decoding.samples is not None:
+        mono = fit_length(mono, decoding.samples, decoding.align)
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+# --- decoding many cells (module level, so DataLoader workers can run it) ------------------------
+
+def decode_all(items: list[tuple[Any, Any]], decoding: Decoding) -> tuple[list, list[tuple[Any, Any, str]]]:
+    """Waveforms (None for an empty or unreadable cell) and the problems as (row, value, reason)."""
+    waveforms, problems = [], []
+    for row, value in items:
+        waveform = None
+        if not is_missing(value):
+            try:
+                waveform = decode_one(value, decoding)
+            except Unreadable as error:
+                problems.append((row, value, str(error)))
+        waveforms.append(waveform)
+    return waveforms, problems
+
+
+def problem_message(name: str, row: Any, value: Any, reason: str) -> str:
+    return (f"column '{name}' row {row}: cannot read {describe(value)} ({reason}); fix or remove it, "
+            f"or set on_error: skip to leave such rows out")
+
+
+def stack(waveforms: list, samples: int) -> torch.Tensor:
+    """Waveforms -> (N, samples); empty cells are silence."""
+    batch = np.zeros((len(waveforms), samples), dtype=np.float32)
+    for position, waveform in enumerate(waveforms):
+        if waveform is not None:
+            batch[position] = waveform
+    return torch.from_numpy(batch)
+
+
+def decode_rows(decoding: Decoding, items: list[tuple[Any, Any]]) -> torch.Tensor:
+    """The decode function of a LazyColumn: (row, cell) pairs -> (N, samples)."""
+    waveforms, problems = decode_all(items, decoding)
+    if problems and decoding.on_error == "stop":
+        raise DataError(problem_message(decoding.name, *problems[0]))
+    return stack(waveforms, decoding.samples)
+
+
+# --- the feature -------------------------------------------------------------------------------
+
+class Feature:
+    def __init__(self, config):
+        self.config = config
+        self.stats: dict = {}
+        self._noise: torch.Tensor | None = None  # the noise files, read by fit for training (not saved)
+
+    def _decoding(self) -> Decoding:
+        return decoding_of(self.config, self.config.name)
+
+    def _log_mel(self) -> LogMel:
+        options = self.config
+        return LogMel(options.sample_rate, options.mels, options.window_ms, options.hop_ms, options.low_hz,
+                      options.high_hz)
+
+    def fit(self, column: pd.Series) -> None:
+        """Per-mel-bin mean and std of the training clips' log-mel spectrograms (a seeded sample of
+        at most STATS_SAMPLE clips), and the noise files for augmentation."""
+        options = self.config
+        if options.missing == "error":
+            raise_if_missing(column, options.name)
+        present = column[~missing_mask(column)]
+        if present.empty:
+            raise DataError(f"column '{options.name}' has no clips in the training split; remove the feature "
+                            f"or fill the column")
+        count = min(len(present), STATS_SAMPLE)
+        positions = np.sort(np.random.default_rng(0).choice(len(present), count, replace=False))
+        items = list(zip(present.index[positions], present.iloc[positions]))
+        log_mel, decoding = self._log_mel(), self._decoding()
+        sums, squares, frames, clips = 0.0, 0.0, 0, 0
+        for start in range(0, len(items), 256):
+            waveforms, problems = decode_all(items[start:start + 256], decoding)
+            if problems and options.on_error == "stop":
+                raise DataError(problem_message(options.name, *problems[0]))
+            waveforms = [waveform for waveform in waveforms if waveform is not None]
+            if not waveforms:
+                continue
+            spectrograms = log_mel(stack(waveforms, decoding.samples)).double()  # (B, M, F)
+            sums = sums + spectrograms.sum(dim=(0, 2))
+            squares = squares + (spectrograms ** 2).sum(dim=(0, 2))
+            frames, clips = frames + spectrograms.shape[0] * spectrograms.shape[2], clips + len(waveforms)
+        if not clips:
+            raise DataError(f"column '{options.name}': no clip of the training split could be read; check the "
+                            f"paths (and root: {options.root!r})")
+        mean = sums / frames
+        std = (squares / frames - mean ** 2).clamp_min(0.0).sqrt()
+        std[std < 1e-6] = 1.0  # a bin that never changes carries no signal; avoid dividing by zero
+        spectrogram_frames = log_mel(torch.zeros(1, decoding.samples)).shape[-1]
+        self.stats = {"mean": mean.tolist(), "std": std.tolist(), "frames": int(spectrogram_frames),
+                      "clips": int(clips)}
+        self._noise = self._read_noise()
+
+    def _read_noise(self) -> torch.Tensor | None:
+        """The noise files at the feature's rate, one after another: checked now, so a bad file fails
+        before training starts."""
+        augment = self.config.augment
+        if augment is None or not augment.noise_files:
+            return None
+        decoding = replace(self._decoding(), samples=None, trim_decibels=None)
+        parts = []
+        for path in augment.noise_files:
+            try:
+                parts.append(decode_one(path, decoding))
+            except Unreadable as error:
+                raise DataError(f"audio feature '{self.config.name}': noise file {path!r}: {error}; fix the path "
+                                f"in augment.noise_files") from None
+        return torch.from_numpy(np.concatenate(parts))
+
+    def _report(self, problems: list, total: int, consequence: str) -> None:
+        if not problems:
+            return
+        if self.config.on_error == "stop":
+            raise DataError(problem_message(self.config.name, *problems[0]))
+        listed = "; ".join(f"row {row} {describe(value)}: {reason}" for row, value, reason in problems[:3])
+        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        warnings.warn(f"column '{self.config.name}': {len(problems)} of {total} rows hold no readable sound "
+                      f"({listed}{more}); {consequence} (on_error: skip)", stacklevel=3)
+
+    def bad_rows(self, column: pd.Series) -> np.ndarray:
+        """True for rows whose cell cannot be read, with on_error: skip (left out of training and
+        evaluation); with on_error: stop, none (reading them raises instead)."""
+        mask = np.zeros(len(column), dtype=bool)
+        if self.config.on_error == "skip":
+            _, problems = decode_all(list(zip(range(len(column)), column)), self._decoding())
+            mask[[position for position, _, _ in problems]] = True
+            labelled = [(column.index[position], value, reason) for position, value, reason in problems]
+            self._report(labelled, len(column), "these rows are left out")
+        return mask
+
+    def transform(self, column: pd.Series) -> torch.Tensor | LazyColumn:
+        from lamina.data import LazyColumn  # here, not at the top: data -> config -> features -> audio
+
+        options = self.config
+        if options.missing == "error":
+            raise_if_missing(column, options.name)
+        items = list(zip(column.index, column))
+        decoding = self._decoding()
+        if options.cache == "yes" or (options.cache == "auto" and len(items) * decoding.samples * 4 <= CACHE_LIMIT):
+            waveforms, problems = decode_all(items, decoding)
+            self._report(problems, len(items), "they are read as silence")
+            return stack(waveforms, decoding.samples)  # (N, samples)
+        if options.on_error == "stop":  # a bad file fails now, not in the middle of training
+            _, problems = decode_all(items, decoding)
+            self._report(problems, len(items), "")
+        return LazyColumn(items, partial(decode_rows, replace(decoding, on_error="skip")))
+
+    def encoder(self) -> nn.Module:
+        return Encoder(self.config, self.stats, self._noise)
+
+
+def classic_features(column: pd.Series, name: str) -> np.ndarray:
+    """For the classic baseline: 20 MFCCs (DCT-II of a 40-bin log-mel at 16 kHz, 25 ms windows)
+    summarised per clip by their mean and std over time, plus their deltas' std (arrays are read as
+    16 kHz); NaN for an empty or unreadable cell."""
+    options = Options()
+    decoding = decoding_of(options, name)
+    waveforms, _ = decode_all(list(zip(column.index, column)), decoding)
+    log_mel = LogMel(options.sample_rate, options.mels, options.window_ms, options.hop_ms, options.low_hz, None)
+    mels = options.mels
+    grid = torch.arange(mels, dtype=torch.float64)
+    dct = torch.cos(math.pi / mels * (grid[None, :] + 0.5) * torch.arange(20, dtype=torch.float64)[:, None])  # (20, M)
+    rows = np.full((len(waveforms), 60), np.nan)
+    present = [position for position, waveform in enumerate(waveforms) if waveform is not None]
+    for start in range(0, len(present), 256):
+        chunk = present[start:start + 256]
+        with torch.no_grad():
+            spectrograms = log_mel(stack([waveforms[position] for position in chunk], decoding.samples)).double()
+        coefficients = torch.matmul(dct, spectrograms)  # (B, 20, F)
+        deltas = coefficients.diff(dim=2)
+        summary = torch.cat([coefficients.mean(2), coefficients.std(2), deltas.std(2)], dim=1)
+        rows[chunk] = summary.numpy()
+    return rows

@@ -1,0 +1,272 @@
+"""The `timeseries` data type (input only): multivariate sequences of numbers (sensor readings,
+MFCC frames) of varying length in, a 1-D CNN, GRU or transformer encoder out to a vector.
+
+A cell is a nested list or 2-D array, a delimited string, or the path of a CSV/NPY file. Cells
+become one float tensor (N, T, C + 1): C raw channels padded with zeros to the longest row, plus
+a last channel that is 1 at real time steps and 0 at padding (the mask). Per-channel
+normalisation, fitted on the training split, runs in torch inside the encoder.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from lamina.errors import DataError
+from lamina.features.common import missing_mask, raise_if_missing
+
+CAN_BE_OUTPUT = False
+STEP_SEPARATOR, VALUE_SEPARATOR = ";", ","  # "1,2;3,4": two parts of two values each (see `layout`)
+
+
+class Options(BaseModel):
+    """Options of a timeseries feature."""
+
+    model_config = ConfigDict(extra="forbid")
+    layout: Literal["steps", "channels"] = Field(
+        "steps", description="what the outer level of a cell holds: steps (a (T, C) array: one row per time step, "
+                             "one column per channel; the string '1,2;3,4;5,6' is 3 steps of 2 channels) or "
+                             "channels (a (C, T) array; '1,2,3;4,5,6' is 2 channels of 3 steps). A flat list, "
+                             "1-D array or string without ';' is one channel")
+    encoder: Literal["cnn", "gru", "transformer"] = Field(
+        "cnn", description="cnn: 1-D convolutions (dilated, fast); gru: bidirectional GRU; transformer: "
+                           "self-attention with sinusoidal positions")
+    layers: int = Field(2, ge=1, le=16, description="layers of the encoder")
+    width: int = Field(64, ge=4, le=2048, description="width of the encoder's layers")
+    heads: int = Field(4, ge=1, le=32, description="attention heads (transformer)")
+    kernel_size: int = Field(5, ge=1, le=63, description="width in time steps of each convolution (cnn)")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    embedding_size: int = Field(64, ge=1, description="width of the vector the encoder outputs")
+    max_length: int = Field(1000, ge=1, le=100_000, description="time steps kept per row; longer rows are cut "
+                                                                "(and counted in a warning)")
+    truncation: Literal["right", "left"] = Field("right", description="right: keep the start of long rows; "
+                                                                      "left: keep the end")
+    normalize: Literal["channel", "sequence", "none"] = Field(
+        "channel", description="channel: subtract each channel's training mean and divide by its std; sequence: "
+                               "each row's own mean and std per channel (cepstral mean and variance normalisation: "
+                               "removes a speaker's or a sensor's constant offset)")
+    nan: Literal["fill", "error"] = Field(
+        "fill", description="NaN or infinite values inside a sequence: fill carries the last number forward (the "
+                            "first ones back; a channel without numbers takes its training mean); error names the row")
+    missing: Literal["fill", "drop", "error"] = Field(
+        "fill", description="an empty cell: fill makes it one step of the training means; drop removes the rows "
+                            "while training")
+    root: str | None = Field(None, description="folder that relative file paths are read from (default: the current "
+                                               "folder)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Options":
+        if self.encoder == "transformer" and self.width % self.heads:
+            raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class Unreadable(Exception):
+    """A cell that holds no usable sequence; the message says why."""
+
+
+# --- parsing one cell --------------------------------------------------------------------------
+
+def is_missing(value: Any) -> bool:
+    if value is None or value is pd.NA:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, str) and not value.strip()
+
+
+def _parse_string(text: str) -> list:
+    parts = [part for part in text.strip().strip(STEP_SEPARATOR).split(STEP_SEPARATOR)]
+    try:
+        rows = [[float(value) for value in part.split(VALUE_SEPARATOR) if value.strip()] for part in parts]
+    except ValueError as error:
+        raise Unreadable(f"not numbers separated by ',' and ';' ({error})") from None
+    return rows if STEP_SEPARATOR in text.strip().strip(STEP_SEPARATOR) else rows[0]
+
+
+def _read_file(path: Path) -> np.ndarray:
+    """A .npy array, or a CSV/TSV/text table of numbers (one row per line; a header line is skipped)."""
+    try:
+        if path.suffix.lower() == ".npy":
+            return np.load(path, allow_pickle=False)
+        separator = "\t" if path.suffix.lower() == ".tsv" else ","
+        table = pd.read_csv(path, sep=separator, header=None, skipinitialspace=True)
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise Unreadable(f"cannot read '{path}': {str(error).strip().splitlines()[0] if str(error) else error}") from None
+    if len(table) and not all(_is_number(value) for value in table.iloc[0]):
+        table = table.iloc[1:]  # a header line
+    try:
+        return table.to_numpy(dtype=np.float64)
+    except ValueError:
+        raise Unreadable(f"'{path}' holds values that are not numbers") from None
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def parse(value: Any, options: Options) -> np.ndarray:
+    """One cell -> (T, C) float64; raises Unreadable. Non-finite values are kept (see `fill_gaps`)."""
+    if isinstance(value, (str, os.PathLike)):
+        text = str(value).strip()
+        path = Path(text).expanduser()
+        if options.root and not path.is_absolute():
+            path = Path(options.root).expanduser() / path
+        if path.suffix.lower() in (".csv", ".tsv", ".txt", ".npy"):
+            if not path.is_file():
+                raise Unreadable(f"no such file: '{path}'" + ("" if options.root else "; set root: to its folder"))
+            value = _read_file(path)
+        else:
+            value = _parse_string(text)
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise Unreadable("ragged or non-numeric: the inner lists must all hold the same number of numbers "
+                         "(one per channel)") from None
+    if array.ndim == 0:
+        raise Unreadable("a single number is not a sequence: give a list, a 2-D array, 'a,b;c,d' or a file path")
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2:
+        raise Unreadable(f"an array of shape {array.shape}; expected 1-D (one channel) or 2-D")
+    if options.layout == "channels":
+        array = array.T
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise Unreadable("an empty sequence")
+    return array
+
+
+def fill_gaps(array: np.ndarray, means: np.ndarray | None) -> np.ndarray:
+    """NaN/inf -> the last number of the channel before it (the first number after it at the start);
+    a channel with no number at all takes its training mean (0 while the means are being fitted)."""
+    array = np.where(np.isfinite(array), array, np.nan)
+    frame = pd.DataFrame(array).ffill().bfill()
+    fallback = means if means is not None else np.zeros(array.shape[1])
+    return frame.fillna(pd.Series(fallback[:array.shape[1]])).to_numpy()
+
+
+def describe(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:37] + "...")
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)} items"
+    shape = getattr(value, "shape", None)
+    return f"an array of shape {tuple(shape)}" if shape is not None else f"{value!r}"
+
+
+# --- the feature -------------------------------------------------------------------------------
+
+def read_sequences(column: pd.Series, options: Options, name: str, stats: dict) -> list[np.ndarray | None]:
+    """Every cell parsed, checked and with its gaps filled; None for an empty cell."""
+    if options.missing == "error":
+        raise_if_missing(column, name)
+    channels, means = stats.get("channels"), stats.get("mean")
+    means = None if means is None else np.asarray(means)
+    sequences: list[np.ndarray | None] = []
+    for row, value in zip(column.index, column.to_numpy(dtype=object)):
+        if is_missing(value):
+            sequences.append(None)
+            continue
+        where = f"column '{name}' row {row}"
+        try:
+            array = parse(value, options)
+        except Unreadable as error:
+            raise DataError(f"{where}: cannot read {describe(value)} as a sequence ({error}); fix or remove "
+                            f"the row") from None
+        if channels is None:
+            channels = array.shape[1]  # the first row fixes the channel count; the rest must agree
+        if array.shape[1] != channels:
+            raise DataError(f"{where}: {array.shape[1]} channels, but the other rows have {channels}; every row "
+                            f"needs the same channels (check `layout: {options.layout}`: it says whether rows "
+                            f"of a 2-D cell are time steps or channels)")
+        if not np.isfinite(array).all():
+            if options.nan == "error":
+                step = int(np.argmax(~np.isfinite(array).all(axis=1)))
+                raise DataError(f"{where}: NaN or infinite value at time step {step}; clean the data or set "
+                                f"nan: fill")
+            array = fill_gaps(array, means)
+        sequences.append(array)
+    return sequences
+
+
+class Feature:
+    def __init__(self, config):
+        self.config = config
+        self.stats: dict = {}
+
+    def _sequences(self, column: pd.Series) -> list[np.ndarray | None]:
+        return read_sequences(column, self.config, self.config.name, self.stats)
+
+    def fit(self, column: pd.Series) -> None:
+        """Channel count, per-channel mean and std of the training split (over all real time steps)."""
+        self.stats = {}
+        sequences = [array for array in self._sequences(column) if array is not None]
+        if not sequences:
+            raise DataError(f"column '{self.config.name}' has no sequences in the training split; fill the "
+                            f"column or remove the feature")
+        steps = np.concatenate(sequences, axis=0)  # (all steps, C)
+        std = steps.std(axis=0)
+        std[std < 1e-8] = 1.0  # a constant channel carries no signal; avoid dividing by zero
+        self.stats = {"channels": int(steps.shape[1]), "mean": steps.mean(axis=0).tolist(), "std": std.tolist(),
+                      "longest": int(max(len(array) for array in sequences))}
+
+    def transform(self, column: pd.Series) -> torch.Tensor:
+        """(N, T, C + 1): raw values padded with zeros, then the mask channel (1 = a real step)."""
+        options = self.config
+        sequences = self._sequences(column)
+        channels, means = self.stats["channels"], np.asarray(self.stats["mean"])
+        sequences = [means[None, :] if array is None else array for array in sequences]
+        long = sum(1 for array in sequences if len(array) > options.max_length)
+        if long:
+            warnings.warn(f"column '{options.name}': {long} of {len(sequences)} sequences are longer than "
+                          f"max_length {options.max_length} steps and were cut on the {options.truncation}; raise "
+                          f"max_length to keep them whole", stacklevel=3)
+        length = min(max(len(array) for array in sequences), options.max_length)
+        batch = np.zeros((len(sequences), length, channels + 1), dtype=np.float32)  # (N, T, C + 1)
+        for position, array in enumerate(sequences):
+            array = array[:options.max_length] if options.truncation == "right" else array[-options.max_length:]
+            batch[position, :len(array), :channels] = array
+            batch[position, :len(array), channels] = 1.0
+        return torch.from_numpy(batch)
+
+    def encoder(self) -> nn.Module:
+        from lamina.features.timeseries_encoders import Encoder
+
+        return Encoder(self.config, self.stats)
+
+    def attribution_baseline(self, values: torch.Tensor) -> torch.Tensor:
+        """For explain: the training mean of each channel at every real step; padding and the mask
+        channel as they are (so they get no score)."""
+        mask = values[..., -1:]  # (B, T, 1)
+        means = torch.tensor(self.stats["mean"], dtype=values.dtype).view(1, 1, -1)
+        baseline = values.clone()
+        baseline[..., :-1] = torch.where(mask > 0, means, values[..., :-1])
+        return baseline
+
+
+def classic_features(column: pd.Series, name: str) -> np.ndarray:
+    """For the classic baseline: per channel mean, std, min, quartiles, max and mean absolute step
+    change, plus the length; NaN for an empty cell (read with the default options)."""
+    sequences = read_sequences(column, Options(), name, {})
+    channels = max((array.shape[1] for array in sequences if array is not None), default=1)
+    rows = np.full((len(sequences), channels * 8 + 1), np.nan)
+    for position, array in enumerate(sequences):
+        if array is None:
+            continue
+        change = np.abs(np.diff(array, axis=0)).mean(axis=0) if len(array) > 1 else np.zeros(channels)
+        summary = [array.mean(0), array.std(0), array.min(0), *np.quantile(array, [0.25, 0.5, 0.75], axis=0),
+                   array.max(0), change]
+        rows[position] = np.concatenate([np.stack(summary, axis=1).ravel(), [len(array)]])
+    return rows
