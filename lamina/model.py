@@ -45,13 +45,36 @@ class Network(nn.Module):
         self.heads = nn.ModuleList(feature.head(trunk_size, memory_sizes) if getattr(feature, "generates", False)
                                    else feature.head(trunk_size) for feature in outputs)
         self.needs_memory = any(getattr(head, "generates", False) for head in self.heads)
+        self.runs, blocks = self._runs()
+        self.blocks = nn.ModuleList(blocks)  # only non-persistent constants: the saved keys stay per encoder
+
+    def _runs(self) -> tuple[list[tuple[int, int, int | None]], list[nn.Module]]:
+        """(first, end, block) per run of encoders: a run of 2+ consecutive encoders that share a
+        `block` class (e.g. plain numbers) is computed by one block module; others run alone."""
+        runs, blocks, start = [], [], 0
+        while start < len(self.encoders):
+            kind = getattr(self.encoders[start], "block", None)
+            end = start + 1
+            while kind is not None and end < len(self.encoders) and getattr(self.encoders[end], "block", None) is kind:
+                end += 1
+            if end - start > 1:
+                blocks.append(kind(list(self.encoders[start:end])))
+                runs.append((start, end, len(blocks) - 1))
+            else:
+                runs.append((start, end, None))
+            start = end
+        return runs, blocks
 
     def forward(self, inputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor] | None = None
                 ) -> dict[str, torch.Tensor]:
         """Outputs per head. `targets` are only read by generating heads (teacher forcing); without
         them those heads generate."""
         vectors, memory = [], []
-        for name, encoder in zip(self.input_names, self.encoders):
+        for start, end, block in self.runs:
+            if block is not None:
+                vectors.append(self.blocks[block]([inputs[name] for name in self.input_names[start:end]]))
+                continue
+            name, encoder = self.input_names[start], self.encoders[start]
             if self.needs_memory and hasattr(encoder, "state_size"):
                 vector, states, padding = encoder.encode(inputs[name])  # (B, D), (B, T, S), (B, T)
                 memory.append((states, padding))

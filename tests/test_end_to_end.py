@@ -148,3 +148,31 @@ def test_history_and_progress_output(tmp_path, capsys):
     history = pd.read_csv(tmp_path / "run" / "history.csv")
     assert list(history["epoch"]) == [1, 2] and "validation_label_accuracy" in history.columns
     assert not (tmp_path / "run" / "checkpoint.pt").exists()  # removed once the model is saved
+
+
+def test_runs_of_plain_numbers_computed_as_one_block_match_the_encoders():
+    """Network computes consecutive plain number columns as one (B, K) block; the result must be
+    what the per-column encoders give, missing values included, and the saved keys stay per encoder."""
+    import torch
+
+    from lamina.data import tensors
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({f"x{i}": rng.normal(size=200) for i in range(4)})
+    frame["colour"] = rng.choice(["red", "blue"], 200)
+    frame["y"] = np.where(frame["x0"] > 0, "yes", "no")
+    config = {"inputs": [{"name": f"x{i}", "type": "number", "encoding": "plain"} for i in range(4)]
+              + [{"name": "colour", "type": "category"}],
+              "outputs": [{"name": "y", "type": "binary"}], "training": {"epochs": 1}}
+    model = lamina.Model(config).fit(frame, quiet=True)
+    network = model.network_.eval()
+    assert network.runs[0] == (0, 4, 0), "the four plain numbers form one block"
+    assert not any(key.startswith("blocks.") for key in network.state_dict())
+    unseen = frame.copy()
+    unseen.loc[[3, 7], "x1"] = np.nan  # missing at prediction time: filled with the training mean
+    inputs = tensors(unseen, model.inputs_)["inputs"]
+    with torch.no_grad():
+        by_block = network(inputs)["y"]
+        vectors = [encoder(inputs[name]) for name, encoder in zip(network.input_names, network.encoders)]
+        by_encoder = network.heads[0](network.trunk(torch.cat(vectors, dim=1)))
+    assert torch.allclose(by_block, by_encoder, atol=1e-6)

@@ -109,6 +109,9 @@ class Encoder(nn.Module):
             self.embed = nn.Sequential(nn.Linear(width, options.embedding_size), nn.ReLU())
             width = options.embedding_size
         self.output_size = width + int(self.flag_missing)
+        # Network computes runs of such encoders together (PlainBlock): same result, less overhead
+        plain = options.encoding == "plain" and options.normalize != "log" and not self.flag_missing
+        self.block = PlainBlock if plain else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,) -> (B, output_size)
         z = self.normalize(x).unsqueeze(1)  # (B, 1)
@@ -129,6 +132,26 @@ class Encoder(nn.Module):
         if self.flag_missing:
             encoded = torch.cat([encoded, torch.isnan(x).float().unsqueeze(1)], dim=1)
         return encoded
+
+
+class PlainBlock(nn.Module):
+    """Consecutive number columns with `encoding: plain` (no log, no missing flag) computed as one
+    (B, K) block: one stack, one fill and one multiply-add per batch instead of K encoder calls,
+    whose Python overhead dominates such cheap columns. The constants are copies of the members'
+    (fixed training statistics), held as non-persistent buffers: saved weights keep their keys."""
+
+    def __init__(self, encoders: list["Encoder"]):
+        super().__init__()
+        normalizers = [encoder.normalize for encoder in encoders]
+        self.register_buffer("fill", torch.tensor([n.fill for n in normalizers], dtype=torch.float32),
+                             persistent=False)
+        self.register_buffer("factor", torch.stack([n.factor for n in normalizers]).float(), persistent=False)
+        self.register_buffer("offset", torch.stack([n.offset for n in normalizers]).float(), persistent=False)
+        self.output_size = len(encoders)
+
+    def forward(self, columns: list[torch.Tensor]) -> torch.Tensor:  # K x (B,) -> (B, K)
+        x = torch.stack(columns, dim=1)
+        return torch.addcmul(self.offset, torch.where(torch.isnan(x), self.fill, x), self.factor)
 
 
 class Feature:
