@@ -179,10 +179,15 @@ def attribute(frame: pd.DataFrame, columns: list[str], args: argparse.Namespace)
         totals = [totals[0] + measured[0], totals[1] + measured[1]]
         print(f"| {label} | {measured[0]:.0f} | {measured[1]:.0f} | {measured[0] - measured[1]:+.0f} |")
     with torch.no_grad():
-        encoders, _ = costs(lambda: torch.cat([encoder(batch["inputs"][name]) for name, encoder
-                                               in zip(network.input_names, network.encoders)], dim=1),
-                            lambda: (matrix[index] - 0.0) / 1.0)
-    print(f"| of which lamina's {len(columns)} number encoders + torch.cat (forward only) | {encoders:.0f} | | |")
+        inputs, names = batch["inputs"], network.input_names
+
+        def input_layer():  # as Network.forward runs it: runs of plain numbers as one block
+            return torch.cat([network.blocks[block]([inputs[name] for name in names[start:end]])
+                              if block is not None else network.encoders[start](inputs[names[start]])
+                              for start, end, block in network.runs], dim=1)
+
+        encoders, _ = costs(input_layer, lambda: (matrix[index] - 0.0) / 1.0)
+    print(f"| of which lamina's input layer for {len(columns)} numbers + torch.cat (forward only) | {encoders:.0f} | | |")
     print(f"| total | {totals[0]:.0f} | {totals[1]:.0f} | {totals[0] - totals[1]:+.0f} "
           f"(ratio {totals[0] / totals[1]:.3f}) |")
 
