@@ -201,7 +201,7 @@ def column_encoder(options, style: str, seed: int):
     kind = options.type
     if kind == "number":
         return Numbers(options.name, style)
-    if kind in ("binary", "category"):
+    if kind in ("binary", "category", "id"):  # ids: the most frequent as codes, the rest as unseen
         return Codes(options.name, style)
     if kind == "set":
         return Labels(options.name, options.delimiter)
@@ -218,6 +218,7 @@ DESCRIPTIONS = {
     ("number", TREE): "value as is (NaN kept)", ("number", LINEAR): "standardised, missing flag",
     ("binary", TREE): "native categorical code", ("binary", LINEAR): "one-hot",
     ("category", TREE): "native categorical codes", ("category", LINEAR): "one-hot",
+    ("id", TREE): "native categorical codes (most frequent ids)", ("id", LINEAR): "one-hot (most frequent ids)",
     ("set", TREE): "multi-hot", ("set", LINEAR): "multi-hot",
     ("text", TREE): f"TF-IDF 1-2 grams -> {TEXT_COMPONENTS} SVD components", ("text", LINEAR): "TF-IDF 1-2 grams",
     ("image", TREE): "16x16 grey pixels", ("image", LINEAR): "16x16 grey pixels",

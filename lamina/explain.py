@@ -31,6 +31,7 @@ BASELINES = {
     "binary": "halfway between the two values (0 on the ±1 scale)",
     "category": "the unknown value (its embedding: zeros)",
     "set": "the empty set",
+    "id": "the vector of a missing id",
     "text": "the same tokens with every word's embedding set to zeros (the padding token's); markers such as "
             "[BOS] kept",
     "frozen_text": "the sentence vector of the empty text",
@@ -138,6 +139,7 @@ def attribution_point(feature, encoder: nn.Module, column: pd.Series, values: An
     baseline = {"number": lambda: torch.full((rows,), number_baseline(feature)),
                 "binary": lambda: torch.full((rows,), 0.5),  # encoded as 0.5 * 2 - 1 = 0
                 "category": lambda: torch.zeros(rows, dtype=torch.long),
+                "id": lambda: torch.zeros(rows, dtype=torch.long),  # row 0: a missing id
                 "set": lambda: torch.zeros_like(values)}
     if kind not in baseline:
         raise ConfigError(f"input '{name}' of type {kind} cannot be explained yet; give explain() a model "

@@ -43,6 +43,8 @@ def sample(type_name: str, rows: int = ROWS, seed: int = 0) -> pd.Series:
         values[:] = [rng.normal(size=(int(rng.integers(3, 9)), 3)).round(3).tolist() if row % 2 else
                      ";".join(",".join(str(value) for value in step) for step in rng.normal(size=(4, 3)).round(3))
                      for row in range(rows)]
+    elif type_name == "id":  # many ids, most seen once or twice
+        values = np.array([f"user{int(number)}" for number in rng.zipf(1.5, rows) % 500], dtype=object)
     else:
         raise AssertionError(f"add a sample column for the new data type '{type_name}' to the conformance suite")
     values[3] = None
@@ -96,7 +98,7 @@ def test_encoder_accepts_values_never_seen_in_training(type_name):
     strange = {"number": [1e6, -5.0], "binary": ["maybe", None], "category": ["purple", ""],
                "set": ["z|y", None], "image": [np.full((20, 12), 1e3), None],
                "text": ["zebra quokka " * 20, None], "audio": [np.full(40000, 0.9), None],
-               "timeseries": [[[1e6, -1e6, 0.0]] * 50, None]}[type_name]
+               "timeseries": [[[1e6, -1e6, 0.0]] * 50, None], "id": ["user-never-seen", None]}[type_name]
     encoded = feature.encoder()(feature.transform(pd.Series(strange, dtype=object)))
     assert torch.isfinite(encoded).all()
 

@@ -313,3 +313,44 @@ def test_cli_serves_until_stopped(folder):
     finally:
         process.terminate()
         process.wait(30)
+
+
+# --- sound, sensor series and ids ---------------------------------------------------------------
+
+def wav(frequency: float, rate: int = 8000) -> bytes:
+    import soundfile
+
+    buffer = io.BytesIO()
+    time = np.arange(int(0.25 * rate)) / rate
+    soundfile.write(buffer, (0.5 * np.sin(2 * np.pi * frequency * time)).astype(np.float32), rate, format="WAV")
+    return buffer.getvalue()
+
+
+def test_sound_series_and_id_inputs_are_served(tmp_path):
+    pytest.importorskip("soundfile")
+    rng = np.random.default_rng(0)
+    rows = 60
+    high = rng.random(rows) < 0.5
+    frame = pd.DataFrame({
+        "sound": [np.sin(2 * np.pi * (1200 if h else 300) * np.arange(2000) / 8000).astype(np.float32) for h in high],
+        "series": [[[float(v)] for v in rng.normal(size=5)] for _ in range(rows)],
+        "user": rng.choice(["ann", "bob", "cid"], rows),
+        "pitch": np.where(high, "high", "low")})
+    config = {"inputs": [{"name": "sound", "type": "audio", "sample_rate": 8000, "duration": 0.25, "mels": 16,
+                          "width": 4, "stages": 2, "embedding_size": 8},
+                         {"name": "series", "type": "timeseries", "width": 8, "layers": 1, "embedding_size": 8},
+                         {"name": "user", "type": "id"}],
+              "outputs": [{"name": "pitch", "type": "category"}], "hidden": {"layers": 1, "size": 8},
+              "training": {"epochs": 1}}
+    model = lamina.Model(config).fit(frame, quiet=True)
+    model.save(tmp_path / "model")
+    with TestClient(create_app(lamina.load(tmp_path / "model"), str(tmp_path / "model"))) as client:
+        row = {"sound": base64.b64encode(wav(1200, rate=16000)).decode(), "series": "0.1;0.2;0.3",
+               "user": "someone-new"}
+        response = client.post("/predict", json={"rows": [row]})
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"][0]["pitch"] in ("high", "low")
+        bad = client.post("/predict", json={"rows": [{**row, "sound": base64.b64encode(b"not a sound").decode()}]})
+        assert bad.status_code in (400, 422) and "sound" in bad.json()["detail"]
+        schema = client.get("/openapi.json").json()
+        assert "sound" in json.dumps(schema) and "series" in json.dumps(schema)

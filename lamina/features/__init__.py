@@ -11,7 +11,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from lamina.features import audio, binary, category, image, number, set as set_type, text, timeseries
+from lamina.features import audio, binary, category, id as id_type, image, number, set as set_type, text, timeseries
 
 
 class FeatureType(Protocol):
@@ -49,6 +49,7 @@ REGISTRY = {
     "text": text,
     "audio": audio,
     "timeseries": timeseries,
+    "id": id_type,
 }
 
 

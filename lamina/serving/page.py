@@ -102,6 +102,8 @@ def _field(feature: dict, default) -> str:
         return f'<input id="{name}" name="{name}" type="text" value="{value}" placeholder="{hint}" title="{hint}">'
     if kind == "image":
         return f'<input id="{name}" name="{name}" type="file" accept="image/*">'
+    if kind == "audio":
+        return f'<input id="{name}" name="{name}" type="file" accept="audio/*">'
     return f'<textarea id="{name}" name="{name}" rows="3">{escape(str(default or ""))}</textarea>'
 
 

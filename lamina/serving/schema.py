@@ -90,6 +90,50 @@ def read_image(value: Any) -> Any:
         raise ValueError(f"cannot read the image ({reason}); send a {', '.join(IMAGE_FORMATS)} file") from None
 
 
+def _base64_bytes(value: Any, what: str) -> bytes | None:
+    if value is None or value == b"" or (isinstance(value, str) and not value.strip()):
+        return None  # also a form's file input left empty
+    if isinstance(value, str):
+        text = value.split(",", 1)[1] if value.startswith("data:") else value
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"not a base64 string; send the {what} file's bytes base64-encoded "
+                             f"(or upload the file as multipart/form-data)") from None
+    if not isinstance(value, (bytes, bytearray)):
+        raise ValueError(f"expected a base64 string or an uploaded file, got {type(value).__name__}")
+    return bytes(value)
+
+
+def read_sound(rate: int, value: Any) -> Any:
+    """A base64 string or uploaded bytes of a WAV / FLAC / OGG file -> (samples, channels) float32
+    at `rate` (resampled in memory: the audio feature takes arrays at that rate)."""
+    import soundfile
+    import torch
+
+    from lamina.features.audio_encoders import resample
+
+    data = _base64_bytes(value, "sound")
+    if data is None:
+        return None
+    try:
+        sound, original = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (RuntimeError, soundfile.LibsndfileError, TypeError, ValueError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"cannot read the sound ({reason}); send a WAV, FLAC or OGG file") from None
+    if sound.size == 0:
+        raise ValueError("the sound file holds no samples")
+    channels = [resample(torch.from_numpy(sound[:, channel].copy()), original, rate).numpy()
+                for channel in range(sound.shape[1])]
+    return np.stack(channels, axis=1)  # (samples, channels)
+
+
+def _sequence(value: Any) -> Any:
+    if value is None or isinstance(value, (str, list)):
+        return value
+    raise ValueError("expected a list of time steps (each a list of channel values) or a string like '1,2;3,4'")
+
+
 # --- the schema ------------------------------------------------------------------------------------
 
 def _field(feature) -> tuple[Any, Any]:
@@ -117,6 +161,15 @@ def _field(feature) -> tuple[Any, Any]:
     elif kind == "image":
         before = read_image
         about = "an image file (PNG, JPEG, ...), base64-encoded; or upload it with multipart/form-data"
+    elif kind == "audio":
+        before = partial(read_sound, options.array_rate or options.sample_rate)
+        about = "a sound file (WAV, FLAC, OGG), base64-encoded; or upload it with multipart/form-data"
+    elif kind == "timeseries":
+        accepted, before, schema = Any, _sequence, list[list[float]] | str
+        about = "time steps, each a list of channel values (or a string: steps split by ';', channels by ',')"
+    elif kind == "id":
+        accepted, before, schema = str, _as_text, str | int
+        about = f"an id; {len(stats['ids'])} ids have their own vector, others (new ones too) share hash buckets"
     else:
         raise RequestProblem(f"input feature '{options.name}' has type '{kind}', which serving does not know yet",
                              status=500)
@@ -125,7 +178,7 @@ def _field(feature) -> tuple[Any, Any]:
         schema = schema or accepted
         shown = schema | None if nullable and schema is not Any else schema
         annotation = Annotated[annotation, BeforeValidator(before, json_schema_input_type=shown)]
-    if kind == "image":
+    if kind in ("image", "audio"):
         annotation = Annotated[annotation, WithJsonSchema(
             {"anyOf": [{"type": "string", "contentEncoding": "base64"}] + ([{"type": "null"}] if nullable else [])})]
     missing = " (null: missing)" if nullable else " (required: the model was trained with missing: error)"
@@ -168,7 +221,22 @@ def example_row(model) -> dict:
             row[name] = "an example"
         elif kind == "image":
             row[name] = _plain_image(feature)
+        elif kind == "audio":
+            row[name] = _silence(feature)
+        elif kind == "timeseries":
+            row[name] = [[0.0] * int(len(feature.stats.get("mean", [0.0])))] * 4
+        elif kind == "id":
+            row[name] = (feature.stats["ids"] or ["new"])[0]
     return row
+
+
+def _silence(feature) -> str:
+    """A short silent WAV, base64-encoded."""
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.zeros(1600, dtype=np.float32), 16000, format="WAV")
+    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def _plain_image(feature) -> str:
