@@ -30,6 +30,9 @@ class Options(BaseModel):
     threshold: float = Field(0.5, gt=0.0, lt=1.0, description="probability above which the prediction is positive")
     class_weights: Literal["balanced"] | dict[str, float] | None = Field(
         None, description="loss weight per class: 'balanced' or {label: weight}")
+    focal_gamma: float = Field(0.0, ge=0.0, le=10.0, description="as an output: focal loss (Lin et al. 2017) "
+                                                              "down-weighting easy rows, e.g. 2 for rare positives; "
+                                                              "0 is plain cross-entropy")
 
 
 class Encoder(nn.Module):
@@ -108,7 +111,12 @@ class Feature:
         weights = class_weights(self.config.class_weights, self.stats["counts"], self.stats["labels"],
                                 self.config.name)
         per_row = None if weights is None else torch.tensor(weights)[target.long()]
-        return nn.functional.binary_cross_entropy_with_logits(output, target, weight=per_row)
+        if not self.config.focal_gamma:
+            return nn.functional.binary_cross_entropy_with_logits(output, target, weight=per_row)
+        losses = nn.functional.binary_cross_entropy_with_logits(output, target, weight=per_row, reduction="none")
+        probability = torch.sigmoid(output)
+        true_class = probability * target + (1 - probability) * (1 - target)  # the probability of the truth
+        return (losses * (1 - true_class) ** self.config.focal_gamma).mean()
 
     def decode(self, output: torch.Tensor) -> dict:
         probability = torch.sigmoid(output).detach().numpy()

@@ -34,6 +34,9 @@ class Options(BaseModel):
     class_weights: Literal["balanced"] | dict[str, float] | None = Field(
         None, description="loss weight per class when an output: 'balanced' or {label: weight}")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="label smoothing of the loss when an output")
+    focal_gamma: float = Field(0.0, ge=0.0, le=10.0, description="as an output: focal loss (Lin et al. 2017) "
+                                                              "down-weighting easy rows, e.g. 2 for rare classes; "
+                                                              "0 is plain cross-entropy")
 
 
 class Encoder(nn.Module):
@@ -107,8 +110,14 @@ class Feature:
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         weights = class_weights(self.config.class_weights, self.stats["counts"], self.stats["labels"],
                                 self.config.name)
-        return nn.functional.cross_entropy(output, target, weight=None if weights is None else torch.tensor(weights),
-                                           label_smoothing=self.config.label_smoothing)
+        weight = None if weights is None else torch.tensor(weights)
+        if not self.config.focal_gamma:
+            return nn.functional.cross_entropy(output, target, weight=weight,
+                                               label_smoothing=self.config.label_smoothing)
+        losses = nn.functional.cross_entropy(output, target, weight=weight, reduction="none",
+                                             label_smoothing=self.config.label_smoothing)
+        true_class = torch.softmax(output, dim=1).gather(1, target.unsqueeze(1)).squeeze(1)
+        return (losses * (1 - true_class) ** self.config.focal_gamma).mean()
 
     def decode(self, output: torch.Tensor) -> dict:
         probabilities = torch.softmax(output, dim=1).detach().numpy()
