@@ -29,6 +29,19 @@ def _frame(data: Any) -> tuple[pd.DataFrame, str]:
     return read_table(data)
 
 
+def _tune(outputs: list, network, validation: dict | None) -> None:
+    """Let outputs choose what they tune on the validation rows after training (e.g. a binary
+    output's decision threshold); their choice goes into their stats and is saved."""
+    tuned = [f for f in outputs if getattr(f, "tune", None) is not None
+             and (getattr(f.config, "threshold", None) == "f1" or getattr(f.config, "minimum_precision", None))]
+    if not tuned:
+        return
+    raw = train.predict_raw(network, validation) if validation is not None else {}
+    for feature in tuned:
+        name = feature.config.name
+        feature.tune(validation["targets"][name] if validation is not None else None, raw.get(name))
+
+
 class Model:
     """A deep network described by a config: inputs -> hidden layers -> outputs.
 
@@ -70,6 +83,7 @@ class Model:
         self.comparison_ = None  # a comparison of an earlier fit does not describe this model
         self.training_ = {**result, "rows": {part: int(len(rows)) for part, rows in parts.items()},
                           "dropped_rows": int((~keep).sum()), "source": source}
+        _tune(outputs, self.network_, tables.get("validation"))
         # generated text (slow to score) is scored on every test row, and on the first rows of the others
         self.metrics_ = {part: train.scores(self.network_, table, outputs,
                                             generate_rows=None if part == "test" else GENERATION_ROWS)

@@ -31,7 +31,7 @@ def collect(model, test_rows: pd.DataFrame) -> dict:
             result[name] = {"type": kind, "labels": feature.stats["labels"],
                             "truth": [int(value) for value in (as_strings(truth) == positive)],
                             "probability": _floats(predicted[f"{name}_probability"]),
-                            "threshold": float(feature.config.threshold)}
+                            "threshold": float(feature.threshold)}
         elif kind == "category":
             labels = feature.stats["labels"]
             index = {label: position for position, label in enumerate(labels)}

@@ -128,7 +128,7 @@ def _output_entry(feature) -> dict:
         return {"tensor": _tensor(name, "float32", ["rows"]), "read": "the predicted value in the data's units"}
     if kind == "binary":
         return {"tensor": _tensor(f"{name}_probability", "float32", ["rows"]), "labels": stats["labels"],
-                "threshold": feature.config.threshold, "read": "the probability of labels[1]; predict labels[1] when "
+                "threshold": feature.threshold, "read": "the probability of labels[1]; predict labels[1] when "
                                                               "it is at least threshold"}
     if kind == "category":
         return {"tensor": _tensor(f"{name}_probabilities", "float32", ["rows", len(stats["labels"])]),

@@ -46,3 +46,36 @@ def test_a_rare_positive_class_is_learned_with_focal_loss():
               "hidden": {"layers": 1, "size": 16}, "training": {"epochs": 10, "learning_rate": 0.01}}
     model = lamina.Model(config).fit(frame, quiet=True)
     assert model.metrics_["test"]["fraud"]["roc_auc"] >= 0.95
+
+
+@pytest.mark.parametrize("setting, check", [
+    ({"threshold": "f1"}, lambda model, threshold: 0.0 < threshold < 1.0),
+    ({"minimum_precision": 0.9}, lambda model, threshold: True),
+])
+def test_threshold_tuned_on_validation_is_saved_and_used(setting, check, tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=2000)
+    frame = pd.DataFrame({"x": x, "fraud": np.where(x + rng.normal(0, 0.5, 2000) > 1.5, "yes", "no")})
+    config = {"inputs": [{"name": "x", "type": "number"}],
+              "outputs": [{"name": "fraud", "type": "binary", **setting}],
+              "hidden": {"layers": 1, "size": 8}, "training": {"epochs": 5, "learning_rate": 0.01}}
+    model = lamina.Model(config).fit(frame, quiet=True)
+    threshold = model.outputs_[0].stats["threshold"]
+    assert check(model, threshold) and threshold != 0.5
+    predicted = model.predict(frame.head(200))
+    assert ((predicted["fraud_probability"] >= threshold) == (predicted["fraud"] == "yes")).all()
+    model.save(tmp_path / "model")
+    assert lamina.load(tmp_path / "model").outputs_[0].threshold == threshold
+    if "minimum_precision" in setting:  # precision on the validation rows reaches the target
+        from lamina.data import split_rows
+        parts = split_rows(frame, model.config)
+        rows = frame.iloc[parts["validation"]]
+        chosen = model.predict(rows)["fraud"] == "yes"
+        truth = rows["fraud"] == "yes"
+        assert (truth[chosen]).mean() >= 0.9
+
+
+def test_threshold_setting_errors():
+    with pytest.raises(lamina.ConfigError, match="threshold"):
+        lamina.Model({"inputs": [{"name": "x", "type": "number"}],
+                      "outputs": [{"name": "y", "type": "binary", "threshold": 1.5}]})

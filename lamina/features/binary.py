@@ -1,12 +1,13 @@
 """The `binary` data type: a yes/no value in, or a probability of the positive class out."""
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn import metrics as skm
 from torch import nn
 
@@ -27,7 +28,18 @@ class Options(BaseModel):
                           "sorted order) when not given")
     missing: Literal["most_frequent", "false", "drop", "error"] = Field(
         "most_frequent", description="how to fill missing input values; drop removes the rows while training")
-    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="probability above which the prediction is positive")
+    threshold: float | Literal["f1"] = Field(
+        0.5, description="probability at or above which the prediction is positive: a number, or f1: the "
+                         "threshold with the best F1 on the validation rows, chosen after training and saved")
+    minimum_precision: float | None = Field(
+        None, gt=0.0, le=1.0, description="instead: the lowest threshold whose precision on the validation rows "
+                                          "reaches this (the most recall at that precision), chosen and saved")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Options":
+        if isinstance(self.threshold, float) and not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be between 0 and 1 (or f1); got {self.threshold}")
+        return self
     class_weights: Literal["balanced"] | dict[str, float] | None = Field(
         None, description="loss weight per class: 'balanced' or {label: weight}")
     focal_gamma: float = Field(0.0, ge=0.0, le=10.0, description="as an output: focal loss (Lin et al. 2017) "
@@ -118,17 +130,46 @@ class Feature:
         true_class = probability * target + (1 - probability) * (1 - target)  # the probability of the truth
         return (losses * (1 - true_class) ** self.config.focal_gamma).mean()
 
+    @property
+    def threshold(self) -> float:
+        """The decision threshold: the configured number, or the one tuned on validation rows."""
+        if "threshold" in self.stats:
+            return float(self.stats["threshold"])
+        return self.config.threshold if isinstance(self.config.threshold, float) else 0.5
+
+    def tune(self, target: torch.Tensor | None, output: torch.Tensor | None) -> None:
+        """After training: choose the threshold on the validation rows when the config asks for it."""
+        options = self.config
+        if options.threshold != "f1" and options.minimum_precision is None:
+            return
+        if target is None or len(target) == 0 or len(np.unique(target.numpy())) < 2:
+            warnings.warn(f"output '{options.name}': no validation rows with both classes to tune the threshold "
+                          f"on; using 0.5", stacklevel=2)
+            self.stats["threshold"] = 0.5
+            return
+        truth = target.numpy().astype(int)
+        probability = torch.sigmoid(output).detach().double().numpy()
+        precision, recall, thresholds = skm.precision_recall_curve(truth, probability)
+        precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
+        if options.minimum_precision is not None:
+            reaching = np.flatnonzero(precision >= options.minimum_precision)
+            chosen = thresholds[reaching[0]] if len(reaching) else thresholds[-1]
+        else:
+            f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+            chosen = thresholds[int(np.argmax(f1))]
+        self.stats["threshold"] = float(chosen)
+
     def decode(self, output: torch.Tensor) -> dict:
         probability = torch.sigmoid(output).detach().numpy()
         labels = np.array(self.stats["labels"], dtype=object)
         name = self.config.name
-        return {name: labels[(probability >= self.config.threshold).astype(int)],
+        return {name: labels[(probability >= self.threshold).astype(int)],
                 f"{name}_probability": probability}
 
     def metrics(self, target: torch.Tensor, output: torch.Tensor) -> dict[str, float]:
         truth = target.numpy().astype(int)
         probability = torch.sigmoid(output).detach().double().numpy()
-        predicted = (probability >= self.config.threshold).astype(int)
+        predicted = (probability >= self.threshold).astype(int)
         result = {
             "accuracy": skm.accuracy_score(truth, predicted),
             "balanced_accuracy": skm.balanced_accuracy_score(truth, predicted),
