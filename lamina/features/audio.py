@@ -24,7 +24,7 @@ from torch import nn
 
 from lamina.errors import DataError
 from lamina.features.audio_encoders import Encoder, LogMel, resample
-from lamina.features.common import missing_mask, raise_if_missing
+from lamina.features.common import Unreadable, decode_cells, missing_mask, raise_if_missing
 
 if TYPE_CHECKING:
     from lamina.data import LazyColumn
@@ -130,19 +130,7 @@ def decoding_of(options: Options, name: str) -> Decoding:
                     options.on_error)
 
 
-class Unreadable(Exception):
-    """A cell that holds no usable sound; the message says why."""
-
-
 # --- decoding one cell -------------------------------------------------------------------------
-
-def is_missing(value: Any) -> bool:
-    if value is None or value is pd.NA:
-        return True
-    if isinstance(value, float):
-        return math.isnan(value)
-    return isinstance(value, str) and not value.strip()
-
 
 def describe(value: Any) -> str:
     if isinstance(value, (str, os.PathLike)):
@@ -238,16 +226,7 @@ def decode_one(value: Any, decoding: Decoding) -> np.ndarray:
 
 def decode_all(items: list[tuple[Any, Any]], decoding: Decoding) -> tuple[list, list[tuple[Any, Any, str]]]:
     """Waveforms (None for an empty or unreadable cell) and the problems as (row, value, reason)."""
-    waveforms, problems = [], []
-    for row, value in items:
-        waveform = None
-        if not is_missing(value):
-            try:
-                waveform = decode_one(value, decoding)
-            except Unreadable as error:
-                problems.append((row, value, str(error)))
-        waveforms.append(waveform)
-    return waveforms, problems
+    return decode_cells(items, decode_one, decoding)
 
 
 def problem_message(name: str, row: Any, value: Any, reason: str) -> str:

@@ -1,6 +1,7 @@
 """Helpers shared by the data type files: missing values, label vocabularies, class weights."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -81,3 +82,33 @@ class LinearHead(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, H) -> (B, width) or (B,)
         output = self.linear(hidden)
         return output.squeeze(1) if self.squeeze else output
+
+
+# --- cells read one by one (images, sounds, sequences) ----------------------------------------
+
+class Unreadable(Exception):
+    """A cell that holds no usable value (image, sound, sequence); the message says why."""
+
+
+def is_missing_cell(value: Any) -> bool:
+    """None, NA, NaN or a blank string: a missing cell of a column of files or arrays."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, str) and not value.strip()
+
+
+def decode_cells(items: list[tuple[Any, Any]], decode, *arguments) -> tuple[list, list[tuple[Any, Any, str]]]:
+    """decode(value, *arguments) of each (row, value): the values (None for a missing or unreadable
+    cell) and the problems as (row, value, reason)."""
+    values, problems = [], []
+    for row, value in items:
+        decoded = None
+        if not is_missing_cell(value):
+            try:
+                decoded = decode(value, *arguments)
+            except Unreadable as error:
+                problems.append((row, value, str(error)))
+        values.append(decoded)
+    return values, problems

@@ -7,7 +7,6 @@ decoded once up front; larger ones become a `LazyColumn` read batch by batch in 
 """
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from torch import nn
 
 from lamina.errors import DataError
-from lamina.features.common import missing_mask, raise_if_missing
+from lamina.features.common import Unreadable, decode_cells, is_missing_cell, missing_mask, raise_if_missing
 from lamina.features.image_encoders import Encoder, read_weights
 
 if TYPE_CHECKING:
@@ -108,19 +107,7 @@ class Decoding:
     fill: tuple[float, ...] = ()
 
 
-class Unreadable(Exception):
-    """A cell that holds no usable image; the message says why."""
-
-
 # --- decoding one cell -------------------------------------------------------------------------
-
-def is_missing(value: Any) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    if isinstance(value, float):
-        return math.isnan(value)
-    return isinstance(value, str) and not value.strip()
-
 
 def describe(value: Any) -> str:
     if isinstance(value, (str, os.PathLike)):
@@ -281,16 +268,7 @@ def decode_one(value: Any, decoding: Decoding) -> np.ndarray:
 
 def decode_all(items: list[tuple[Any, Any]], decoding: Decoding) -> tuple[list, list[tuple[Any, Any, str]]]:
     """Images (None for an empty or unreadable cell) and the problems as (row, value, reason)."""
-    images, problems = [], []
-    for row, value in items:
-        image = None
-        if not is_missing(value):
-            try:
-                image = decode_one(value, decoding)
-            except Unreadable as error:
-                problems.append((row, value, str(error)))
-        images.append(image)
-    return images, problems
+    return decode_cells(items, decode_one, decoding)
 
 
 def problem_message(name: str, row: Any, value: Any, reason: str) -> str:
@@ -372,7 +350,7 @@ class Feature:
         checked up front, so a bad file fails now rather than in the middle of training)."""
         decoding, problems = self._decoding(), []
         for row, value in items:
-            if is_missing(value):
+            if is_missing_cell(value):
                 continue
             key = str(resolve(value, decoding.root)) if isinstance(value, (str, os.PathLike)) else None
             if key is None or key not in self._verdicts:

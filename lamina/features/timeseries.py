@@ -8,7 +8,6 @@ normalisation, fitted on the training split, runs in torch inside the encoder.
 """
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from pathlib import Path
@@ -21,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from lamina.errors import DataError
-from lamina.features.common import missing_mask, raise_if_missing
+from lamina.features.common import Unreadable, is_missing_cell, raise_if_missing
 
 CAN_BE_OUTPUT = False
 STEP_SEPARATOR, VALUE_SEPARATOR = ";", ","  # "1,2;3,4": two parts of two values each (see `layout`)
@@ -69,19 +68,7 @@ class Options(BaseModel):
         return self
 
 
-class Unreadable(Exception):
-    """A cell that holds no usable sequence; the message says why."""
-
-
 # --- parsing one cell --------------------------------------------------------------------------
-
-def is_missing(value: Any) -> bool:
-    if value is None or value is pd.NA:
-        return True
-    if isinstance(value, float):
-        return math.isnan(value)
-    return isinstance(value, str) and not value.strip()
-
 
 def _parse_string(text: str) -> list:
     parts = [part for part in text.strip().strip(STEP_SEPARATOR).split(STEP_SEPARATOR)]
@@ -176,7 +163,7 @@ def read_sequences(column: pd.Series, options: Options, name: str, stats: dict) 
     means = None if means is None else np.asarray(means)
     sequences: list[np.ndarray | None] = []
     for row, value in zip(column.index, column.to_numpy(dtype=object)):
-        if is_missing(value):
+        if is_missing_cell(value):
             sequences.append(None)
             continue
         where = f"column '{name}' row {row}"
