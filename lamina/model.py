@@ -82,5 +82,19 @@ class Network(nn.Module):
                 vector = encoder(inputs[name])  # (B, D)
             vectors.append(vector)
         hidden = self.trunk(torch.cat(vectors, dim=1))  # (B, H)
-        return {name: head(hidden, memory, (targets or {}).get(name)) if getattr(head, "generates", False)
-                else head(hidden) for name, head in zip(self.output_names, self.heads)}
+        return {name: self._head(head, hidden, memory, inputs, (targets or {}).get(name))
+                for name, head in zip(self.output_names, self.heads)}
+
+    @staticmethod
+    def _head(head, hidden, memory, inputs, target):
+        """Most heads read only the last hidden layer; a generating head (text) also reads the token
+        memory and, while training, its target (teacher forcing); a head that `reads_inputs` (an
+        anomaly score reconstructing the inputs) reads the input tensors; a head that
+        `takes_targets` (a ranking's negative sampling) reads its target while training."""
+        if getattr(head, "generates", False):
+            return head(hidden, memory, target)
+        if getattr(head, "reads_inputs", False):
+            return head(hidden, inputs)
+        if getattr(head, "takes_targets", False):
+            return head(hidden, target)
+        return head(hidden)
