@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from lamina import artifact, compare as comparison, evaluation, features, train
+from lamina import artifact, compare as comparison, evaluation, features, sampling, train
 from lamina.config import Config, load_config
 from lamina.data import check_columns, read_table, rows_to_keep, split_rows, tensors
 from lamina.errors import ArtifactError, DataError
@@ -31,9 +31,9 @@ def _frame(data: Any) -> tuple[pd.DataFrame, str]:
 
 def _tune(outputs: list, network, validation: dict | None) -> None:
     """Let outputs choose what they tune on the validation rows after training (e.g. a binary
-    output's decision threshold); their choice goes into their stats and is saved."""
-    tuned = [f for f in outputs if getattr(f, "tune", None) is not None
-             and (getattr(f.config, "threshold", None) == "f1" or getattr(f.config, "minimum_precision", None))]
+    output's decision threshold, a calibration temperature); their choice goes into their stats
+    and is saved."""
+    tuned = [f for f in outputs if getattr(f, "tunes", False)]
     if not tuned:
         return
     raw = train.predict_raw(network, validation) if validation is not None else {}
@@ -72,6 +72,7 @@ class Model:
         for feature in inputs + outputs:
             feature.fit(training_rows[feature.config.name])
         tables = {part: tensors(frame.iloc[rows], inputs, outputs) for part, rows in parts.items() if len(rows)}
+        tables["train"], sampled = sampling.resample(tables["train"], outputs, config.training.seed)
         self.inputs_, self.outputs_ = inputs, outputs
         self.network_ = Network(inputs, outputs, config.hidden)
         folder = Path(output_dir) if output_dir else None
@@ -82,7 +83,8 @@ class Model:
                            fingerprint=self._fingerprint({part: len(rows) for part, rows in parts.items()}))
         self.comparison_ = None  # a comparison of an earlier fit does not describe this model
         self.training_ = {**result, "rows": {part: int(len(rows)) for part, rows in parts.items()},
-                          "dropped_rows": int((~keep).sum()), "source": source}
+                          "dropped_rows": int((~keep).sum()), "source": source,
+                          **({"sampling": sampled} if sampled else {})}
         _tune(outputs, self.network_, tables.get("validation"))
         # generated text (slow to score) is scored on every test row, and on the first rows of the others
         self.metrics_ = {part: train.scores(self.network_, table, outputs,

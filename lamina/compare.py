@@ -166,9 +166,10 @@ def as_raw(output, scores: np.ndarray) -> torch.Tensor:
     if kind == "number":
         return number.Normalize(output.stats, output.config.normalize)(torch.from_numpy(scores.astype(np.float32)))
     probability = np.clip(scores[:, 1] if kind == "binary" else scores, SMALLEST, 1 - SMALLEST)
+    temperature = getattr(output, "temperature", 1.0)  # the output divides by it: undo, so p stays p
     if kind == "category":
-        return torch.from_numpy(np.log(probability).astype(np.float32))  # softmax(log p) = p
-    return torch.from_numpy((np.log(probability) - np.log1p(-probability)).astype(np.float32))  # logits
+        return torch.from_numpy((temperature * np.log(probability)).astype(np.float32))  # softmax(log p) = p
+    return torch.from_numpy((temperature * (np.log(probability) - np.log1p(-probability))).astype(np.float32))
 
 
 def choose_baseline(model, frame: pd.DataFrame, parts: dict, seed: int) -> tuple[baseline.Baseline, dict]:

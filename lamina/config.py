@@ -121,6 +121,18 @@ class Config(BaseModel):
                 seen[feature.name] = where
         return self
 
+    @model_validator(mode="after")
+    def _one_sampling(self) -> "Config":
+        for position, feature in enumerate(self.inputs):
+            if getattr(feature, "sampling", None):
+                raise ValueError(f"inputs[{position}] ('{feature.name}'): sampling resamples rows by an output's "
+                                 f"classes; move it to the binary or category output")
+        asking = [feature.name for feature in self.outputs if getattr(feature, "sampling", None)]
+        if len(asking) > 1:
+            raise ValueError(f"outputs {', '.join(repr(name) for name in asking)} each ask for sampling; the "
+                             f"training rows can be resampled for one output only, so keep it on one")
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 

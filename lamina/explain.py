@@ -179,7 +179,8 @@ class Selection:
     def describe(self) -> str:
         kind, name, stats = self.feature.config.type, self.feature.config.name, self.feature.stats
         if kind == "binary":
-            return f"logit (log-odds) of {name} = {stats['labels'][1]!r}; probability = sigmoid(logit)"
+            scaled = f"logit / {stats['temperature']:.4g}" if stats.get("temperature", 1.0) != 1.0 else "logit"
+            return f"logit (log-odds) of {name} = {stats['labels'][1]!r}; probability = sigmoid({scaled})"
         if kind == "number":
             return f"{name} in normalised units (the head's output before de-normalising)"
         which = repr(stats["labels"][self.label]) if self.label is not None else "the predicted label of each row"

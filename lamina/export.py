@@ -44,17 +44,21 @@ class Exported(nn.Module):
         self.inverses = nn.ModuleList(Normalize(feature.stats, feature.config.normalize)
                                       if feature.config.type == "number" else nn.Identity()
                                       for feature in model.outputs_)
+        # calibration (temperature scaling) of binary and category outputs runs inside the graph
+        self.temperatures = [float(getattr(feature, "temperature", 1.0)) for feature in model.outputs_]
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         raw = self.network(dict(zip(self.input_names, inputs)))
         results = []
-        for name, kind, inverse in zip(self.network.output_names, self.kinds, self.inverses):
+        for name, kind, inverse, temperature in zip(self.network.output_names, self.kinds, self.inverses,
+                                                    self.temperatures):
+            logits = raw[name] / temperature if temperature != 1.0 else raw[name]
             if kind == "number":
                 results.append(inverse.inverse(raw[name]))  # (B,)
             elif kind == "category":
-                results.append(torch.softmax(raw[name], dim=1))  # (B, K)
+                results.append(torch.softmax(logits, dim=1))  # (B, K)
             else:
-                results.append(torch.sigmoid(raw[name]))  # (B,) binary or (B, L) set
+                results.append(torch.sigmoid(logits))  # (B,) binary or (B, L) set
         return tuple(results)
 
 
@@ -128,11 +132,13 @@ def _output_entry(feature) -> dict:
         return {"tensor": _tensor(name, "float32", ["rows"]), "read": "the predicted value in the data's units"}
     if kind == "binary":
         return {"tensor": _tensor(f"{name}_probability", "float32", ["rows"]), "labels": stats["labels"],
-                "threshold": feature.threshold, "read": "the probability of labels[1]; predict labels[1] when "
-                                                              "it is at least threshold"}
+                "threshold": feature.threshold, "temperature": feature.temperature,
+                "read": "the (calibrated: the graph divides the logit by temperature) probability of labels[1]; "
+                        "predict labels[1] when it is at least threshold"}
     if kind == "category":
         return {"tensor": _tensor(f"{name}_probabilities", "float32", ["rows", len(stats["labels"])]),
-                "labels": stats["labels"], "read": "one probability per label; predict the largest"}
+                "labels": stats["labels"], "temperature": feature.temperature,
+                "read": "one (calibrated) probability per label; predict the largest"}
     return {"tensor": _tensor(f"{name}_probabilities", "float32", ["rows", len(stats["labels"])]),
             "labels": stats["labels"], "threshold": feature.config.threshold,
             "delimiter": feature.config.delimiter, "read": "one probability per label; predict those >= threshold"}

@@ -3,7 +3,9 @@ printed metrics table. The metric functions themselves are scikit-learn's, calle
 data type's file."""
 from __future__ import annotations
 
-LOWER_IS_BETTER = {"loss", "log_loss", "rmse", "mae", "hamming_loss"}
+LOWER_IS_BETTER = {"loss", "log_loss", "rmse", "mae", "hamming_loss", "brier_score", "expected_calibration_error",
+                   "false_positives", "false_negatives"}
+COUNTS = {"true_positives", "false_positives", "false_negatives", "true_negatives"}  # printed without decimals
 
 
 def table(metrics: dict[str, dict]) -> str:
@@ -18,7 +20,7 @@ def table(metrics: dict[str, dict]) -> str:
             if isinstance(measured, dict):
                 rows += [(output, name) for name in measured if (output, name) not in rows]
     header = ["output", "metric"] + splits
-    body = [[output, name] + [_cell(metrics[split].get(output, {}).get(name)) for split in splits]
+    body = [[output, name] + [_cell(metrics[split].get(output, {}).get(name), name in COUNTS) for split in splits]
             for output, name in rows]
     widths = [max(len(str(line[i])) for line in [header] + body) for i in range(len(header))]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip()
@@ -27,5 +29,5 @@ def table(metrics: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def _cell(value) -> str:
-    return "" if value is None else f"{value:.4f}"
+def _cell(value, count: bool = False) -> str:
+    return "" if value is None else f"{value:.0f}" if count else f"{value:.4f}"

@@ -26,7 +26,10 @@ from helpers_data import config, people, write_table
 KEYS = {"lamina_version", "output", "type", "metric", "direction", "rows", "skipped", "deep", "classic",
         "difference", "verdict"}
 SIDE_KEYS = {"test", "training_seconds", "latency_seconds", "size_bytes"}
-CLASSIFIER_METRICS = {"accuracy", "balanced_accuracy", "f1_macro", "log_loss", "roc_auc", "pr_auc"}
+CLASSIFIER_METRICS = {"accuracy", "balanced_accuracy", "f1_macro", "log_loss", "roc_auc", "pr_auc", "brier_score",
+                      "expected_calibration_error"}
+BINARY_METRICS = CLASSIFIER_METRICS | {"precision", "recall", "recall_at_precision_90", "true_positives",
+                                       "false_positives", "false_negatives", "true_negatives"}
 
 
 def run(argv: list) -> tuple[int, str, str]:
@@ -127,7 +130,7 @@ def test_binary_compare_reports_both_models(binary):
         ("income", "binary", "roc_auc", "max")
     assert result["rows"] == model.training_["rows"]
     assert SIDE_KEYS <= set(result["deep"]) and SIDE_KEYS <= set(result["classic"])
-    assert set(result["deep"]["test"]) == set(result["classic"]["test"]) == CLASSIFIER_METRICS
+    assert set(result["deep"]["test"]) == set(result["classic"]["test"]) == BINARY_METRICS
     for name, value in model.metrics_["test"]["income"].items():  # the deep side is lamina's own test score
         assert result["deep"]["test"][name] == pytest.approx(value)
     assert result["classic"]["model"] in {"lightgbm", "hist_gradient_boosting", "logistic_regression"}

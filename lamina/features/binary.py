@@ -1,4 +1,9 @@
-"""The `binary` data type: a yes/no value in, or a probability of the positive class out."""
+"""The `binary` data type: a yes/no value in, or a probability of the positive class out.
+
+As an output it handles rare positives: class weights, focal loss, over/under-sampling of the
+training rows, temperature scaling of the probabilities, and a decision threshold chosen on the
+validation rows (best F1, a minimum precision or recall, or the least total cost).
+"""
 from __future__ import annotations
 
 import warnings
@@ -11,12 +16,28 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn import metrics as skm
 from torch import nn
 
+from lamina import calibration
 from lamina.errors import DataError
 from lamina.features.common import LinearHead, as_strings, class_weights, missing_mask, raise_if_missing
 
 CAN_BE_OUTPUT = True
 MAIN_METRIC = ("roc_auc", "max")
 TRUTHY = {"1", "true", "yes", "y", "t", "positive", "pos"}
+THRESHOLD_RULES = ("threshold", "minimum_precision", "minimum_recall", "costs")
+
+
+class Costs(BaseModel):
+    """What each kind of mistake costs, for choosing the threshold with the least total cost."""
+
+    model_config = ConfigDict(extra="forbid")
+    false_positive: float = Field(ge=0.0, description="cost of flagging a negative row (e.g. a blocked good card)")
+    false_negative: float = Field(ge=0.0, description="cost of missing a positive row (e.g. an undetected fraud)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Costs":
+        if self.false_positive + self.false_negative <= 0:
+            raise ValueError("costs: at least one of false_positive and false_negative must be above 0")
+        return self
 
 
 class Options(BaseModel):
@@ -28,23 +49,41 @@ class Options(BaseModel):
                           "sorted order) when not given")
     missing: Literal["most_frequent", "false", "drop", "error"] = Field(
         "most_frequent", description="how to fill missing input values; drop removes the rows while training")
-    threshold: float | Literal["f1"] = Field(
-        0.5, description="probability at or above which the prediction is positive: a number, or f1: the "
-                         "threshold with the best F1 on the validation rows, chosen after training and saved")
+    threshold: float | Literal["f1"] | None = Field(
+        None, description="probability at or above which the prediction is positive: a number (default 0.5), or "
+                          "f1: the threshold with the best F1 on the validation rows, chosen after training and saved")
     minimum_precision: float | None = Field(
         None, gt=0.0, le=1.0, description="instead: the lowest threshold whose precision on the validation rows "
                                           "reaches this (the most recall at that precision), chosen and saved")
-
-    @model_validator(mode="after")
-    def _check(self) -> "Options":
-        if isinstance(self.threshold, float) and not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold must be between 0 and 1 (or f1); got {self.threshold}")
-        return self
+    minimum_recall: float | None = Field(
+        None, gt=0.0, le=1.0, description="instead: the highest threshold whose recall on the validation rows "
+                                          "reaches this (the fewest alarms catching that share), chosen and saved")
+    costs: Costs | None = Field(
+        None, description="instead: {false_positive: x, false_negative: y}; the threshold with the least total "
+                          "cost on the validation rows, chosen and saved")
     class_weights: Literal["balanced"] | dict[str, float] | None = Field(
         None, description="loss weight per class: 'balanced' or {label: weight}")
     focal_gamma: float = Field(0.0, ge=0.0, le=10.0, description="as an output: focal loss (Lin et al. 2017) "
                                                               "down-weighting easy rows, e.g. 2 for rare positives; "
                                                               "0 is plain cross-entropy")
+    sampling: Literal["over", "under"] | None = Field(
+        None, description="as an output: resample the training rows (only those) so the rarer class makes up "
+                          "sampling_ratio of the commoner: over repeats rare rows, under drops common ones")
+    sampling_ratio: float = Field(1.0, gt=0.0, le=1.0, description="wanted rare:common row ratio after sampling")
+    calibration: Literal["temperature"] | None = Field(
+        None, description="as an output: temperature scaling (Guo et al. 2017), one temperature fitted on the "
+                          "validation logits, applied to every probability (and before choosing a threshold)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Options":
+        if isinstance(self.threshold, float) and not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be between 0 and 1 (or f1); got {self.threshold}")
+        chosen = [rule for rule in THRESHOLD_RULES if getattr(self, rule) is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"{' and '.join(chosen)} each choose the decision threshold; keep only one of them")
+        if self.sampling is None and self.sampling_ratio != 1.0:
+            raise ValueError("sampling_ratio needs sampling: over or under")
+        return self
 
 
 class Encoder(nn.Module):
@@ -107,6 +146,11 @@ class Feature:
         return Encoder(self.stats)
 
     def head(self, input_size: int) -> nn.Module:
+        seen = [label for label, count in zip(self.stats["labels"], self.stats["counts"]) if count]
+        if len(seen) < 2:
+            raise DataError(f"output '{self.config.name}': the training split holds only the label {seen[0]!r}, "
+                            f"so there is nothing to learn; give the training rows both labels (check the split "
+                            f"column or the data)")
         return LinearHead(input_size)  # (B,) logits
 
     def target(self, column: pd.Series) -> torch.Tensor:
@@ -114,9 +158,12 @@ class Feature:
         unseen = np.isnan(encoded)
         if unseen.any():
             position = int(np.argmax(unseen))
-            raise DataError(
-                f"column '{self.config.name}' row {column.index[position]}: label {column.iloc[position]!r} "
-                f"is not one of the two labels seen in training {self.stats['labels']}")
+            where = f"column '{self.config.name}' row {column.index[position]}: label {column.iloc[position]!r}"
+            seen = [label for label, count in zip(self.stats["labels"], self.stats["counts"]) if count]
+            if len(seen) < 2:
+                raise DataError(f"{where} never occurs in the training split, which holds only {seen[0]!r}; a "
+                                f"classifier needs both labels among the training rows (check the split)")
+            raise DataError(f"{where} is not one of the two labels seen in training {self.stats['labels']}")
         return torch.from_numpy(encoded)
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -137,30 +184,49 @@ class Feature:
             return float(self.stats["threshold"])
         return self.config.threshold if isinstance(self.config.threshold, float) else 0.5
 
-    def tune(self, target: torch.Tensor | None, output: torch.Tensor | None) -> None:
-        """After training: choose the threshold on the validation rows when the config asks for it."""
+    @property
+    def temperature(self) -> float:
+        """Logits are divided by this before the sigmoid: 1 unless calibration fitted one."""
+        return float(self.stats.get("temperature", 1.0))
+
+    def probability(self, output: torch.Tensor) -> torch.Tensor:
+        """The (calibrated) probability of the positive class, from logits (B,)."""
+        output = output.detach()
+        return torch.sigmoid(output / self.temperature if self.temperature != 1.0 else output)
+
+    @property
+    def chooses_threshold(self) -> bool:
         options = self.config
-        if options.threshold != "f1" and options.minimum_precision is None:
+        return options.threshold == "f1" or any(getattr(options, rule) is not None for rule in THRESHOLD_RULES[1:])
+
+    @property
+    def tunes(self) -> bool:
+        """Whether something is chosen on the validation rows after training."""
+        return self.config.calibration is not None or self.chooses_threshold
+
+    def tune(self, target: torch.Tensor | None, output: torch.Tensor | None) -> None:
+        """After training: fit the temperature, then choose the threshold on the (calibrated)
+        validation probabilities, as the config asks; both go into stats and are saved."""
+        options, name = self.config, self.config.name
+        empty = target is None or len(target) == 0
+        if options.calibration == "temperature":
+            if empty:
+                warnings.warn(f"output '{name}': no validation rows to fit the calibration temperature on; "
+                              f"probabilities stay uncalibrated (temperature 1); give the split a validation "
+                              f"share", stacklevel=2)
+            self.stats["temperature"] = 1.0 if empty else calibration.fit_temperature(output, target)
+        if not self.chooses_threshold:
             return
-        if target is None or len(target) == 0 or len(np.unique(target.numpy())) < 2:
-            warnings.warn(f"output '{options.name}': no validation rows with both classes to tune the threshold "
-                          f"on; using 0.5", stacklevel=2)
+        if empty or len(np.unique(target.numpy())) < 2:
+            warnings.warn(f"output '{name}': no validation rows with both classes to choose the threshold on; "
+                          f"using 0.5", stacklevel=2)
             self.stats["threshold"] = 0.5
             return
-        truth = target.numpy().astype(int)
-        probability = torch.sigmoid(output).detach().double().numpy()
-        precision, recall, thresholds = skm.precision_recall_curve(truth, probability)
-        precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
-        if options.minimum_precision is not None:
-            reaching = np.flatnonzero(precision >= options.minimum_precision)
-            chosen = thresholds[reaching[0]] if len(reaching) else thresholds[-1]
-        else:
-            f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-            chosen = thresholds[int(np.argmax(f1))]
-        self.stats["threshold"] = float(chosen)
+        probability = self.probability(output).double().numpy()
+        self.stats["threshold"] = choose_threshold(target.numpy().astype(int), probability, options)
 
     def decode(self, output: torch.Tensor) -> dict:
-        probability = torch.sigmoid(output).detach().numpy()
+        probability = self.probability(output).numpy()
         labels = np.array(self.stats["labels"], dtype=object)
         name = self.config.name
         return {name: labels[(probability >= self.threshold).astype(int)],
@@ -168,15 +234,67 @@ class Feature:
 
     def metrics(self, target: torch.Tensor, output: torch.Tensor) -> dict[str, float]:
         truth = target.numpy().astype(int)
-        probability = torch.sigmoid(output).detach().double().numpy()
+        probability = self.probability(output.double()).numpy()
         predicted = (probability >= self.threshold).astype(int)
         result = {
             "accuracy": skm.accuracy_score(truth, predicted),
             "balanced_accuracy": skm.balanced_accuracy_score(truth, predicted),
             "f1_macro": skm.f1_score(truth, predicted, average="macro", zero_division=0),
             "log_loss": skm.log_loss(truth, probability, labels=[0, 1]),
+            "precision": skm.precision_score(truth, predicted, zero_division=0),
+            "recall": skm.recall_score(truth, predicted, zero_division=0),
+            "brier_score": calibration.brier_score(truth, probability),
+            "expected_calibration_error": calibration.expected_calibration_error(truth, probability),
         }
         if len(np.unique(truth)) == 2:  # ranking metrics need both classes
             result["roc_auc"] = skm.roc_auc_score(truth, probability)
             result["pr_auc"] = skm.average_precision_score(truth, probability)
+            result["recall_at_precision_90"] = recall_at_precision(truth, probability, 0.9)
+        negatives, false_positives, false_negatives, positives = skm.confusion_matrix(
+            truth, predicted, labels=[0, 1]).ravel()
+        result |= {"true_positives": positives, "false_positives": false_positives,
+                   "false_negatives": false_negatives, "true_negatives": negatives}  # at the threshold
         return {key: float(value) for key, value in result.items()}
+
+
+def recall_at_precision(truth: np.ndarray, probability: np.ndarray, precision_wanted: float) -> float:
+    """The most recall of any threshold whose precision reaches `precision_wanted` (from the
+    precision-recall curve; 0 when none does)."""
+    precision, recall, _ = skm.precision_recall_curve(truth, probability)
+    return float(recall[precision >= precision_wanted].max())  # the curve ends at (precision 1, recall 0)
+
+
+def choose_threshold(truth: np.ndarray, probability: np.ndarray, options: Options) -> float:
+    """The decision threshold on validation rows (truth 0/1, probability of positive) by the
+    config's rule: costs, minimum_precision, minimum_recall or (threshold: f1) the best F1."""
+    if options.costs is not None:
+        return cheapest_threshold(truth, probability, options.costs)
+    precision, recall, thresholds = skm.precision_recall_curve(truth, probability)
+    precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
+    if options.minimum_precision is not None:
+        reaching = np.flatnonzero(precision >= options.minimum_precision)
+        if not len(reaching):
+            warnings.warn(f"output '{options.name}': no threshold reaches precision {options.minimum_precision} "
+                          f"on the validation rows (best {precision.max():.3f}); using the highest", stacklevel=3)
+            return float(thresholds[-1])
+        return float(thresholds[reaching[0]])
+    if options.minimum_recall is not None:
+        # recall falls as the threshold rises and is 1 at the lowest, so some threshold reaches it
+        return float(thresholds[np.flatnonzero(recall >= options.minimum_recall)[-1]])
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    return float(thresholds[int(np.argmax(f1))])
+
+
+def cheapest_threshold(truth: np.ndarray, probability: np.ndarray, costs: Costs) -> float:
+    """The threshold with the least false_positive * FP + false_negative * FN on these rows; among
+    equal costs the highest threshold (fewest alarms). Flagging no row at all is a candidate too."""
+    order = np.argsort(-probability, kind="stable")
+    ranked, hits = probability[order], truth[order]
+    flagged = np.arange(len(ranked) + 1)  # flag the k most probable rows, k = 0..n
+    true_positives = np.concatenate([[0], np.cumsum(hits)])
+    cost = costs.false_positive * (flagged - true_positives) + costs.false_negative * (hits.sum() - true_positives)
+    # a threshold flags every row at or above it, so only cut between two different probabilities
+    possible = np.ones(len(flagged), dtype=bool)
+    possible[1:-1] = ranked[1:] != ranked[:-1]
+    best = int(np.flatnonzero(possible)[np.argmin(cost[possible])])
+    return float(ranked[best - 1]) if best else float(np.nextafter(ranked[0], np.inf))

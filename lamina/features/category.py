@@ -1,19 +1,23 @@
 """The `category` data type: one of a set of values in (an embedding), or class probabilities out.
 
 Values never seen in training map to an unknown token at prediction time instead of failing.
+As an output, rare classes can be over/under-sampled and the probabilities calibrated.
 """
 from __future__ import annotations
 
 from typing import Literal
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn import metrics as skm
 from sklearn.preprocessing import label_binarize
 from torch import nn
 
+from lamina import calibration
 from lamina.errors import DataError
 from lamina.features.common import (MISSING, UNKNOWN, LinearHead, as_strings, class_weights, missing_mask,
                                     raise_if_missing)
@@ -37,6 +41,20 @@ class Options(BaseModel):
     focal_gamma: float = Field(0.0, ge=0.0, le=10.0, description="as an output: focal loss (Lin et al. 2017) "
                                                               "down-weighting easy rows, e.g. 2 for rare classes; "
                                                               "0 is plain cross-entropy")
+    sampling: Literal["over", "under"] | None = Field(
+        None, description="as an output: resample the training rows (only those) so every class has at least "
+                          "sampling_ratio times the rows of the largest: over repeats rows of the smaller "
+                          "classes, under drops rows of the larger")
+    sampling_ratio: float = Field(1.0, gt=0.0, le=1.0, description="wanted smallest:largest class row ratio")
+    calibration: Literal["temperature"] | None = Field(
+        None, description="as an output: temperature scaling (Guo et al. 2017), one temperature fitted on the "
+                          "validation logits, applied to every probability")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Options":
+        if self.sampling is None and self.sampling_ratio != 1.0:
+            raise ValueError("sampling_ratio needs sampling: over or under")
+        return self
 
 
 class Encoder(nn.Module):
@@ -93,6 +111,10 @@ class Feature:
         return Encoder(len(self.stats["vocabulary"]), size)
 
     def head(self, input_size: int) -> nn.Module:
+        if len(self.stats["labels"]) < 2:
+            raise DataError(f"output '{self.config.name}': the training split holds only the label "
+                            f"{self.stats['labels'][0]!r}, so there is nothing to learn; give the training rows "
+                            f"at least two labels (check the split column or the data)")
         return LinearHead(input_size, len(self.stats["labels"]))  # (B, K) logits
 
     def target(self, column: pd.Series) -> torch.Tensor:
@@ -119,8 +141,33 @@ class Feature:
         true_class = torch.softmax(output, dim=1).gather(1, target.unsqueeze(1)).squeeze(1)
         return (losses * (1 - true_class) ** self.config.focal_gamma).mean()
 
+    @property
+    def temperature(self) -> float:
+        """Logits are divided by this before the softmax: 1 unless calibration fitted one."""
+        return float(self.stats.get("temperature", 1.0))
+
+    def probabilities(self, output: torch.Tensor) -> torch.Tensor:
+        """The (calibrated) class probabilities (B, K), from logits (B, K)."""
+        output = output.detach()
+        return torch.softmax(output / self.temperature if self.temperature != 1.0 else output, dim=1)
+
+    @property
+    def tunes(self) -> bool:
+        """Whether something is chosen on the validation rows after training."""
+        return self.config.calibration is not None
+
+    def tune(self, target: torch.Tensor | None, output: torch.Tensor | None) -> None:
+        """After training: fit the calibration temperature on the validation logits; saved in stats."""
+        if target is None or len(target) == 0:
+            warnings.warn(f"output '{self.config.name}': no validation rows to fit the calibration temperature "
+                          f"on; probabilities stay uncalibrated (temperature 1); give the split a validation "
+                          f"share", stacklevel=2)
+            self.stats["temperature"] = 1.0
+            return
+        self.stats["temperature"] = calibration.fit_temperature(output, target)
+
     def decode(self, output: torch.Tensor) -> dict:
-        probabilities = torch.softmax(output, dim=1).detach().numpy()
+        probabilities = self.probabilities(output).numpy()
         labels = np.array(self.stats["labels"], dtype=object)
         name = self.config.name
         decoded = {name: labels[probabilities.argmax(axis=1)], f"{name}_probability": probabilities.max(axis=1)}
@@ -130,7 +177,7 @@ class Feature:
 
     def metrics(self, target: torch.Tensor, output: torch.Tensor) -> dict[str, float]:
         truth = target.numpy()
-        probabilities = torch.softmax(output.detach().double(), dim=1).numpy()
+        probabilities = self.probabilities(output.double()).numpy()
         predicted = probabilities.argmax(axis=1)
         classes = list(range(probabilities.shape[1]))
         result = {
@@ -138,6 +185,9 @@ class Feature:
             "balanced_accuracy": skm.balanced_accuracy_score(truth, predicted),
             "f1_macro": skm.f1_score(truth, predicted, average="macro", labels=np.unique(truth), zero_division=0),
             "log_loss": skm.log_loss(truth, probabilities, labels=classes),
+            "brier_score": calibration.brier_score(truth, probabilities),
+            "expected_calibration_error": calibration.expected_calibration_error(
+                (predicted == truth).astype(float), probabilities.max(axis=1)),
         }
         present = np.unique(truth)
         if len(present) >= 2:  # one-vs-rest ranking metrics over the classes present in the truth
