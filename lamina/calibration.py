@@ -30,7 +30,7 @@ def fit_temperature(logits: torch.Tensor, target: torch.Tensor) -> float:
         return loss
 
     optimizer.step(negative_log_likelihood)
-    temperature = float(log_temperature.exp())
+    temperature = float(log_temperature.detach().exp())
     return temperature if math.isfinite(temperature) else 1.0
 
 
