@@ -72,6 +72,7 @@ benchmarks: setup
 	$(BIN)/python benchmarks/text_sentiment.py
 	$(BIN)/python benchmarks/translation.py
 	$(BIN)/python benchmarks/voice_and_sensors.py
+	$(BIN)/python benchmarks/fraud.py
 
 clean:
 	rm -rf $(VENV) runs

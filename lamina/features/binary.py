@@ -234,7 +234,7 @@ class Feature:
 
     def metrics(self, target: torch.Tensor, output: torch.Tensor) -> dict[str, float]:
         truth = target.numpy().astype(int)
-        probability = self.probability(output.double()).numpy()
+        probability = self.probability(output).double().numpy()  # as decode computes it, so the threshold agrees
         predicted = (probability >= self.threshold).astype(int)
         result = {
             "accuracy": skm.accuracy_score(truth, predicted),
