@@ -63,6 +63,12 @@ def data_section(model) -> str:
     lines = [f"<p>Source: {html.escape(str(training.get('source', 'unknown')))}; rows: "
              + ", ".join(f"{part} {count:,}" for part, count in rows.items())
              + f"; left out (missing targets, missing: drop): {training.get('dropped_rows', 0):,}</p>"]
+    sampled = training.get("sampling")
+    if sampled:
+        lines.append(f"<p>Training rows {sampled['method']}-sampled for '{html.escape(sampled['output'])}': "
+                     f"{sampled['rows_before']:,} to {sampled['rows_after']:,} (classes "
+                     f"{html.escape(str(sampled['classes_before']))} to {html.escape(str(sampled['classes_after']))})"
+                     f"</p>")
     described = []
     for role, features in (("input", model.inputs_), ("output", model.outputs_)):
         for feature in features:
@@ -78,7 +84,7 @@ def _stats_summary(stats: dict) -> str:
     for key in ("labels", "vocabulary"):
         if key in stats:
             parts.append(f"{len(stats[key])} {key}")
-    for key in ("shift", "scale", "fill"):
+    for key in ("shift", "scale", "fill", "threshold", "temperature"):  # the last two: chosen on validation rows
         if key in stats:
             parts.append(f"{key} {float(stats[key]):.4g}")
     if "vocabulary_size" in stats:

@@ -10,7 +10,7 @@ import torch
 from sklearn import metrics as skm
 
 import lamina
-from lamina import calibration, features, sampling
+from lamina import calibration, features, report, sampling
 from lamina.config import OUTPUT_MODELS
 from lamina.data import LazyColumn, split_rows
 from lamina.features import binary
@@ -72,6 +72,8 @@ def test_sampling_resamples_only_the_training_rows():
     assert model.training_["rows"] == {part: len(rows) for part, rows in parts.items()}
     assert model.outputs_[0].stats["counts"] == [len(training) - positives, positives], "stats: original rows"
     assert model.inputs_[0].stats["mean"] == pytest.approx(training["x"].mean())
+    summary = report.data_section(model)  # the report says what was done to the training rows
+    assert f"under-sampled for 'fraud': {len(training):,} to {3 * positives:,}" in summary
     evaluated = model.evaluate(frame.iloc[parts["test"]])["fraud"]
     assert evaluated["true_positives"] + evaluated["false_negatives"] == (frame.iloc[parts["test"]]["fraud"]
                                                                           == "yes").sum()
