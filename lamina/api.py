@@ -72,13 +72,14 @@ class Model:
         for feature in inputs + outputs:
             feature.fit(training_rows[feature.config.name])
         tables = {part: tensors(frame.iloc[rows], inputs, outputs) for part, rows in parts.items() if len(rows)}
-        tables["train"], sampled = sampling.resample(tables["train"], outputs, config.training.seed)
+        # resampled rows train the network; metrics are measured on the training rows as they are
+        learning_rows, sampled = sampling.resample(tables["train"], outputs, config.training.seed)
         self.inputs_, self.outputs_ = inputs, outputs
         self.network_ = Network(inputs, outputs, config.hidden)
         folder = Path(output_dir) if output_dir else None
         if folder:
             folder.mkdir(parents=True, exist_ok=True)
-        result = train.fit(self.network_, tables["train"], tables.get("validation"), outputs, config.training,
+        result = train.fit(self.network_, learning_rows, tables.get("validation"), outputs, config.training,
                            checkpoint_dir=folder, resume=resume, quiet=quiet,
                            fingerprint=self._fingerprint({part: len(rows) for part, rows in parts.items()}))
         self.comparison_ = None  # a comparison of an earlier fit does not describe this model

@@ -72,6 +72,10 @@ def test_sampling_resamples_only_the_training_rows():
     assert model.training_["rows"] == {part: len(rows) for part, rows in parts.items()}
     assert model.outputs_[0].stats["counts"] == [len(training) - positives, positives], "stats: original rows"
     assert model.inputs_[0].stats["mean"] == pytest.approx(training["x"].mean())
+    trained = model.metrics_["train"]["fraud"]  # measured on the training rows as they are, not resampled
+    assert trained["true_positives"] + trained["false_negatives"] == positives
+    assert sum(trained[key] for key in ("true_positives", "false_positives", "false_negatives",
+                                        "true_negatives")) == len(training)
     summary = report.data_section(model)  # the report says what was done to the training rows
     assert f"under-sampled for 'fraud': {len(training):,} to {3 * positives:,}" in summary
     evaluated = model.evaluate(frame.iloc[parts["test"]])["fraud"]
