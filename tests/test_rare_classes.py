@@ -203,18 +203,20 @@ def test_no_validation_rows_warns_and_leaves_probabilities_alone():
     assert model.outputs_[0].temperature == 1.0
 
 
-def test_category_calibration():
+def test_category_calibration_and_sampling():
     rng = np.random.default_rng(4)
     x = rng.normal(size=900)
     frame = pd.DataFrame({"x": x, "kind": np.select([x < -0.5, x < 0.8], ["a", "b"], "c")})
     config = {"inputs": [{"name": "x", "type": "number"}],
-              "outputs": [{"name": "kind", "type": "category", "calibration": "temperature"}],
+              "outputs": [{"name": "kind", "type": "category", "calibration": "temperature", "sampling": "over"}],
               "hidden": {"layers": 1, "size": 8}, "training": {"epochs": 2, "learning_rate": 0.01}}
     model = lamina.Model(config).fit(frame, quiet=True)
     feature = model.outputs_[0]
     raw = lamina.train.predict_raw(model.network_, lamina.data.tensors(frame.head(10), model.inputs_))["kind"]
     expected = torch.softmax(raw / feature.temperature, 1).numpy()
     assert feature.temperature != 1.0
+    after = model.training_["sampling"]["classes_after"]
+    assert set(after) == {"a", "b", "c"} and len(set(after.values())) == 1  # every class as large as the largest
     position = feature.stats["labels"].index("b")
     assert np.allclose(model.predict(frame.head(10))["kind_probability_b"], expected[:, position], atol=1e-6)
 
