@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import torch
 
 from lamina import artifact, compare as comparison, evaluation, features, train
 from lamina.config import Config, load_config
-from lamina.data import check_columns, read_table, rows_to_keep, split_rows, tensors
+from lamina.data import add_absent_labels, check_columns, read_table, rows as rows_of, rows_to_keep, split_rows, tensors
 from lamina.errors import ArtifactError, DataError
 from lamina.model import Network
 
@@ -29,17 +30,39 @@ def _frame(data: Any) -> tuple[pd.DataFrame, str]:
     return read_table(data)
 
 
-def _tune(outputs: list, network, validation: dict | None) -> None:
+def _tune(outputs: list, network, validation: dict | None, training: dict) -> None:
     """Let outputs choose what they tune on the validation rows after training (e.g. a binary
-    output's decision threshold); their choice goes into their stats and is saved."""
+    output's decision threshold, an anomaly score's threshold); their choice goes into their stats
+    and is saved. Without validation rows an anomaly threshold is chosen on the training rows."""
     tuned = [f for f in outputs if getattr(f, "tune", None) is not None
-             and (getattr(f.config, "threshold", None) == "f1" or getattr(f.config, "minimum_precision", None))]
+             and (getattr(f.config, "threshold", None) == "f1" or getattr(f.config, "minimum_precision", None)
+                  or f.config.type == "anomaly")]
     if not tuned:
         return
+    if validation is None and any(f.config.type == "anomaly" for f in tuned):
+        warnings.warn("no validation rows: the anomaly threshold is chosen on the training rows, whose scores "
+                      "run lower than new data's; give the split a validation share", stacklevel=3)
+        validation = training
     raw = train.predict_raw(network, validation) if validation is not None else {}
     for feature in tuned:
         name = feature.config.name
         feature.tune(validation["targets"][name] if validation is not None else None, raw.get(name))
+
+
+def _learning_rows(table: dict, outputs: list) -> dict:
+    """The training rows minus those an output does not learn from (an anomaly output: the labelled
+    anomalies; it learns what normal looks like)."""
+    keep = None
+    for feature in outputs:
+        rows = getattr(feature, "training_rows", None)
+        if rows is not None:
+            mask = rows(table["targets"][feature.config.name])
+            keep = mask if keep is None else keep & mask
+    if keep is None or bool(keep.all()):
+        return table
+    positions = torch.nonzero(keep).squeeze(1)
+    return {part: {name: rows_of(column, positions) for name, column in columns.items()}
+            for part, columns in table.items()}
 
 
 class Model:
@@ -58,6 +81,7 @@ class Model:
         validation and test rows. With `output_dir`, checkpoints each epoch and saves the model."""
         config = self.config
         frame, source = _frame(data)
+        frame = add_absent_labels(frame, config.outputs)
         check_columns(frame, [f.name for f in config.inputs + config.outputs], source)
         torch.manual_seed(config.training.seed)
         inputs = [features.build(feature) for feature in config.inputs]
@@ -72,6 +96,7 @@ class Model:
         for feature in inputs + outputs:
             feature.fit(training_rows[feature.config.name])
         tables = {part: tensors(frame.iloc[rows], inputs, outputs) for part, rows in parts.items() if len(rows)}
+        tables["train"] = _learning_rows(tables["train"], outputs)
         self.inputs_, self.outputs_ = inputs, outputs
         self.network_ = Network(inputs, outputs, config.hidden)
         folder = Path(output_dir) if output_dir else None
@@ -83,7 +108,7 @@ class Model:
         self.comparison_ = None  # a comparison of an earlier fit does not describe this model
         self.training_ = {**result, "rows": {part: int(len(rows)) for part, rows in parts.items()},
                           "dropped_rows": int((~keep).sum()), "source": source}
-        _tune(outputs, self.network_, tables.get("validation"))
+        _tune(outputs, self.network_, tables.get("validation"), tables["train"])
         # generated text (slow to score) is scored on every test row, and on the first rows of the others
         self.metrics_ = {part: train.scores(self.network_, table, outputs,
                                             generate_rows=None if part == "test" else GENERATION_ROWS)
@@ -109,6 +134,7 @@ class Model:
         """Loss and metrics of every output on labelled data: {'loss': x, output: {metric: value}}."""
         self._check_fitted()
         frame, source = _frame(data)
+        frame = add_absent_labels(frame, self.config.outputs)
         check_columns(frame, [f.config.name for f in self.inputs_ + self.outputs_], source)
         frame = frame[rows_to_keep(frame, self.inputs_, self.outputs_)]
         if frame.empty:
@@ -174,6 +200,7 @@ class Model:
         frame, source = _frame(data)
         if frame.empty:
             raise DataError(f"{source} has no rows; nothing to measure")
+        frame = add_absent_labels(frame, self.config.outputs)
         check_columns(frame, [f.config.name for f in self.inputs_ + self.outputs_], source)
         return importance(self, frame, output, target, method, rows, repeats, seed)
 

@@ -50,6 +50,9 @@ def _compare_after_training(model, args) -> None:
         print(f"lamina: warning: no comparison with a classic baseline: {error}", file=sys.stderr)
         return
     artifact.add_file(args.output, artifact.COMPARISON, json.dumps(result, indent=1))
+    if result["skipped"]:
+        print(f"no classic baseline: {result['verdict']}")
+        return
     print(f"deep vs classic ({result['classic']['model']}): {result['verdict']}")
 
 

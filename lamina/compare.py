@@ -14,9 +14,9 @@ from scipy.stats import rankdata
 
 import lamina
 from lamina import baseline, features, train
-from lamina.data import check_columns, read_table, rows_to_keep, split_rows, tensors
+from lamina.data import add_absent_labels, check_columns, read_table, rows_to_keep, split_rows, tensors
 from lamina.errors import ArtifactError, DataError
-from lamina.features import number
+from lamina.features import anomaly, number
 
 TASKS = {"binary": "classify", "category": "classify", "number": "regress", "set": "multilabel"}
 LATENCY_ROWS = 100  # test rows predicted one at a time to time a single prediction
@@ -95,6 +95,7 @@ def metric_function(output) -> tuple[Callable[[torch.Tensor], np.ndarray], Calla
         ("category", "accuracy"): (lambda raw: raw.argmax(dim=1).numpy(), accuracy),
         ("number", "rmse"): (lambda raw: output.decode(raw)[output.config.name].astype(np.float64), rmse),
         ("set", "f1_micro"): (lambda raw: (torch.sigmoid(raw) >= threshold).int().numpy(), f1_micro),
+        ("anomaly", "roc_auc"): (lambda raw: raw.double().numpy(), roc_auc),
     }
     if (kind, metric) in fast:
         return fast[(kind, metric)]
@@ -117,7 +118,11 @@ def no_baseline(output) -> str | None:
     if kind == "text":
         return (f"output '{name}' is generated text: classic machine learning has no baseline for writing "
                 f"sentences, so there is nothing to compare")
-    if kind not in TASKS:
+    if kind == "anomaly" and not output.stats.get("labelled"):
+        return (f"output '{name}' is an anomaly score trained without labels: there are no labels to measure "
+                f"either model on; add the label column (normal rows and anomalies) to compare with an "
+                f"isolation forest")
+    if kind not in TASKS and kind != "anomaly":
         return (f"output '{name}' of type '{kind}' has no classic baseline (lamina compare knows outputs of "
                 f"type {', '.join(TASKS)})")
     return None
@@ -130,6 +135,7 @@ def training_rows(model, data: Any) -> tuple[pd.DataFrame, dict[str, np.ndarray]
         raise ArtifactError("this model keeps no record of its training rows (history.json has no 'rows'); "
                             "train it again with this version of lamina")
     frame, source = read_table(data)
+    frame = add_absent_labels(frame, model.config.outputs)
     check_columns(frame, [f.config.name for f in model.inputs_ + model.outputs_], source)
     frame = frame[rows_to_keep(frame, model.inputs_, model.outputs_)]
     parts = split_rows(frame, model.config)
@@ -163,6 +169,8 @@ def as_raw(output, scores: np.ndarray) -> torch.Tensor:
     """A classic model's scores in the deep model's raw output format (logits, normalised values),
     so the output feature's own `metrics` scores both models the same way."""
     kind = output.config.type
+    if kind == "anomaly":
+        return torch.from_numpy(scores.astype(np.float64))  # both are scores: higher is more anomalous
     if kind == "number":
         return number.Normalize(output.stats, output.config.normalize)(torch.from_numpy(scores.astype(np.float32)))
     probability = np.clip(scores[:, 1] if kind == "binary" else scores, SMALLEST, 1 - SMALLEST)
@@ -202,6 +210,24 @@ def choose_baseline(model, frame: pd.DataFrame, parts: dict, seed: int) -> tuple
                     "features": chosen.features.descriptions}
 
 
+def isolation_forest(model, frame: pd.DataFrame, parts: dict, seed: int) -> tuple[baseline.Baseline, dict]:
+    """The classic anomaly detector for an anomaly output: an isolation forest fitted on the normal
+    training rows, its threshold at the same false-positive rate on the normal validation rows."""
+    output = model.outputs_[0]
+    training = frame.iloc[parts["train"]]
+    held_out = frame.iloc[parts["validation"]] if len(parts["validation"]) else training
+    normal = training[_truth(output, training) != 1]
+    chosen = baseline.fit_isolation_forest([feature.config for feature in model.inputs_], normal, seed)
+    truth, scores = _truth(output, held_out), chosen.scores(held_out)
+    chosen.threshold = anomaly.threshold_at(scores[truth != 1], output.config.false_positive_rate)
+    validation = anomaly.measure(truth, scores, output.config.false_positive_rate).get("roc_auc")
+    where = "validation" if len(parts["validation"]) else "training (no validation rows)"
+    return chosen, {"model": chosen.name, "selected_by": f"the one classic anomaly detector; threshold on the normal "
+                                                         f"{where} rows",
+                    "candidates": [{"model": chosen.name, "validation": validation, "seconds": chosen.fit_seconds}],
+                    "training_seconds": chosen.fit_seconds, "features": chosen.features.descriptions}
+
+
 def seconds_per_row(predict: Callable[[pd.DataFrame], Any], rows: pd.DataFrame) -> float:
     """Median seconds of one single-row prediction, after one untimed warm-up call."""
     predict(rows.iloc[:1])
@@ -229,8 +255,10 @@ def run(model, data: Any, *, resamples: int = 1000, seed: int = 0) -> dict:
     test = frame.iloc[parts["test"]]
     truth = output.target(test[output.config.name])
     deep_raw = train.predict_raw(model.network_, tensors(test, model.inputs_))[output.config.name]
-    chosen, classic = choose_baseline(model, frame, parts, seed)
+    pick = isolation_forest if output.config.type == "anomaly" else choose_baseline
+    chosen, classic = pick(model, frame, parts, seed)
     classic_raw = as_raw(output, chosen.scores(test))
+    own_threshold = {"threshold": chosen.threshold} if chosen.threshold is not None else {}
     timed = test.iloc[:LATENCY_ROWS]
     result["deep"] = {
         "model": "lamina", "test": output.metrics(truth, deep_raw),
@@ -238,7 +266,7 @@ def run(model, data: Any, *, resamples: int = 1000, seed: int = 0) -> dict:
         "latency_seconds": seconds_per_row(model.predict, timed),
         "size_bytes": sum(tensor.numel() * tensor.element_size() for tensor in model.network_.state_dict().values()),
     }
-    result["classic"] = {**classic, "test": output.metrics(truth, classic_raw),
+    result["classic"] = {**classic, "test": output.metrics(truth, classic_raw, **own_threshold),
                          "latency_seconds": seconds_per_row(chosen.scores, timed),
                          "size_bytes": len(pickle.dumps(chosen, protocol=pickle.HIGHEST_PROTOCOL))}  # in memory only
     prepare, measure = metric_function(output)

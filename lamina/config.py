@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from lamina.errors import ConfigError, did_you_mean
-from lamina.features import REGISTRY, output_types
+from lamina.features import REGISTRY, input_types, output_types
 
 STRICT = ConfigDict(extra="forbid")
 
@@ -40,7 +40,7 @@ def _feature_model(type_name: str, role: str) -> type[BaseModel]:
                         __validators__={"check_options": model_validator(mode="after")(check_options)}, **fields)
 
 
-INPUT_MODELS = {name: _feature_model(name, "input") for name in REGISTRY}
+INPUT_MODELS = {name: _feature_model(name, "input") for name in input_types()}
 OUTPUT_MODELS = {name: _feature_model(name, "output") for name in output_types()}
 InputFeature = Annotated[Union[tuple(INPUT_MODELS.values())], Field(discriminator="type")]
 OutputFeature = Annotated[Union[tuple(OUTPUT_MODELS.values())], Field(discriminator="type")]
@@ -241,7 +241,10 @@ def _explain(item: dict, raw: dict) -> str:
         if loc[0] == "outputs" and tag in REGISTRY:
             return (f"{where}: type '{tag}' cannot be an output; output types are: "
                     f"{', '.join(output_types())}")
-        choices = list(REGISTRY) if loc[0] == "inputs" else output_types()
+        if loc[0] == "inputs" and tag in REGISTRY:
+            return (f"{where}: type '{tag}' cannot be an input, only an output; input types are: "
+                    f"{', '.join(input_types())}")
+        choices = input_types() if loc[0] == "inputs" else output_types()
         return f"{where}: unknown type '{tag}'{did_you_mean(tag, choices)}"
     if kind == "missing":
         return f"{where}: missing required key" if not in_feature else \

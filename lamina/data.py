@@ -12,6 +12,7 @@ from sklearn.model_selection import train_test_split
 
 from lamina.config import Config, Split
 from lamina.errors import DataError, did_you_mean
+from lamina.features.anomaly import UNLABELLED
 from lamina.features.common import missing_mask
 
 READERS = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet",
@@ -102,6 +103,14 @@ def check_columns(frame: pd.DataFrame, names: list[str], source: str, role: str 
             raise DataError(f"column '{name}' named in {role} is not in {source}{did_you_mean(name, columns)}")
 
 
+def add_absent_labels(frame: pd.DataFrame, outputs: list) -> pd.DataFrame:
+    """An output whose labels are optional (an anomaly score) may have no column in the data: it is
+    added with every cell marked unlabelled, so the rest of the pipeline reads it like any other."""
+    absent = {config.name: UNLABELLED for config in outputs
+              if config.type == "anomaly" and config.name not in frame.columns}
+    return frame.assign(**absent) if absent else frame
+
+
 def split_rows(frame: pd.DataFrame, config: Config) -> dict[str, np.ndarray]:
     """Positions of the train / validation / test rows, reproducible for a given seed."""
     split: Split = config.split
@@ -120,7 +129,7 @@ def split_rows(frame: pd.DataFrame, config: Config) -> dict[str, np.ndarray]:
         return {part: positions[mapped == part] for part in ("train", "validation", "test")}
     first = config.outputs[0]
     stratify = None
-    if split.method == "stratified" or (split.method == "auto" and first.type in ("binary", "category")):
+    if split.method == "stratified" or (split.method == "auto" and first.type in ("binary", "category", "anomaly")):
         labels, _ = pd.factorize(frame[first.name].astype(str))
         counts = np.bincount(labels)
         if counts.min() >= 3 or split.method == "stratified":

@@ -197,6 +197,9 @@ def select_output(model, output: str | None, target: Any) -> Selection:
     if getattr(feature, "generates", False):
         raise ConfigError(f"output '{name}' is generated text, which cannot be explained here; choose a "
                           f"binary, category, number or set output with output=")
+    if getattr(feature, "reads_inputs", False):
+        raise ConfigError(f"output '{name}' is an anomaly score, which reads the inputs themselves and cannot be "
+                          f"explained by attributions here; choose a binary, category, number or set output")
     if target is None:
         return Selection(feature, names.index(name))
     if kind not in ("category", "set"):
