@@ -13,7 +13,8 @@ import torch
 
 from lamina import artifact, compare as comparison, evaluation, features, train
 from lamina.config import Config, load_config
-from lamina.data import add_absent_labels, check_columns, read_table, rows as rows_of, rows_to_keep, split_rows, tensors
+from lamina.data import (add_absent_labels, check_columns, learning_rows, read_table, rows_to_keep, split_rows,
+                         tensors)
 from lamina.errors import ArtifactError, DataError
 from lamina.model import Network
 
@@ -49,22 +50,6 @@ def _tune(outputs: list, network, validation: dict | None, training: dict) -> No
         feature.tune(validation["targets"][name] if validation is not None else None, raw.get(name))
 
 
-def _learning_rows(table: dict, outputs: list) -> dict:
-    """The training rows minus those an output does not learn from (an anomaly output: the labelled
-    anomalies; it learns what normal looks like)."""
-    keep = None
-    for feature in outputs:
-        rows = getattr(feature, "training_rows", None)
-        if rows is not None:
-            mask = rows(table["targets"][feature.config.name])
-            keep = mask if keep is None else keep & mask
-    if keep is None or bool(keep.all()):
-        return table
-    positions = torch.nonzero(keep).squeeze(1)
-    return {part: {name: rows_of(column, positions) for name, column in columns.items()}
-            for part, columns in table.items()}
-
-
 class Model:
     """A deep network described by a config: inputs -> hidden layers -> outputs.
 
@@ -93,10 +78,13 @@ class Model:
                             f"features; check the data")
         parts = split_rows(frame, config)
         training_rows = frame.iloc[parts["train"]]
-        for feature in inputs + outputs:
+        for feature in outputs:
             feature.fit(training_rows[feature.config.name])
-        tables = {part: tensors(frame.iloc[rows], inputs, outputs) for part, rows in parts.items() if len(rows)}
-        tables["train"] = _learning_rows(tables["train"], outputs)
+        training_rows = learning_rows(training_rows, outputs)  # e.g. an anomaly output learns from normal rows
+        for feature in inputs:
+            feature.fit(training_rows[feature.config.name])
+        tables = {part: tensors(training_rows if part == "train" else frame.iloc[rows], inputs, outputs)
+                  for part, rows in parts.items() if len(rows)}
         self.inputs_, self.outputs_ = inputs, outputs
         self.network_ = Network(inputs, outputs, config.hidden)
         folder = Path(output_dir) if output_dir else None

@@ -14,7 +14,7 @@ from scipy.stats import rankdata
 
 import lamina
 from lamina import baseline, features, train
-from lamina.data import add_absent_labels, check_columns, read_table, rows_to_keep, split_rows, tensors
+from lamina.data import add_absent_labels, check_columns, learning_rows, read_table, rows_to_keep, split_rows, tensors
 from lamina.errors import ArtifactError, DataError
 from lamina.features import anomaly, number
 
@@ -145,7 +145,7 @@ def training_rows(model, data: Any) -> tuple[pd.DataFrame, dict[str, np.ndarray]
         raise DataError(f"{source} is not the data this model was trained on{where}: split as in training it "
                         f"gives {counts} rows, the model recorded {recorded}; compare needs exactly the data "
                         f"given to `lamina train`, so both models use the same test rows")
-    training = frame.iloc[parts["train"]]
+    training = learning_rows(frame.iloc[parts["train"]], model.outputs_)
     for feature in model.inputs_ + model.outputs_:  # same counts, other rows: the learned means differ
         if feature.config.type == "number" and "mean" in feature.stats:
             values = number.parse(training[feature.config.name], feature.config.name)

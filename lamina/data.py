@@ -178,6 +178,17 @@ def rows_to_keep(frame: pd.DataFrame, inputs: list, outputs: list) -> np.ndarray
     return keep
 
 
+def learning_rows(rows: pd.DataFrame, outputs: list) -> pd.DataFrame:
+    """The training rows a model learns from, its inputs' statistics included: all of them minus those
+    a (fitted) output leaves out with `training_rows(column)` (an anomaly output: labelled anomalies)."""
+    keep = np.ones(len(rows), dtype=bool)
+    for feature in outputs:
+        select = getattr(feature, "training_rows", None)
+        if select is not None:
+            keep &= select(rows[feature.config.name])
+    return rows if keep.all() else rows[keep]
+
+
 def tensors(frame: pd.DataFrame, inputs: list, outputs: list | None = None) -> dict[str, dict[str, torch.Tensor]]:
     """{'inputs': {name: tensor}, 'targets': {name: tensor}} for the given rows."""
     result = {"inputs": {f.config.name: f.transform(frame[f.config.name]) for f in inputs}, "targets": {}}

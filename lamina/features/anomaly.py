@@ -181,9 +181,9 @@ class Feature:
         normal = target != 1  # NaN != 1 too
         return output[normal].mean() if normal.any() else output.sum() * 0.0
 
-    def training_rows(self, target: torch.Tensor) -> torch.Tensor:
-        """The training rows the model learns from: all but the labelled anomalies."""
-        keep = target != 1
+    def training_rows(self, column: pd.Series) -> np.ndarray:
+        """Which training rows the model learns from: all but the labelled anomalies."""
+        keep = self.target(column).numpy() != 1
         if not keep.any():
             raise DataError(f"output '{self.config.name}': the training split has no normal rows (every row is "
                             f"labelled anomalous); the model learns what normal looks like, so give normal rows")
