@@ -45,6 +45,8 @@ def sample(type_name: str, rows: int = ROWS, seed: int = 0) -> pd.Series:
                      for row in range(rows)]
     elif type_name == "id":  # many ids, most seen once or twice
         values = np.array([f"user{int(number)}" for number in rng.zipf(1.5, rows) % 500], dtype=object)
+    elif type_name == "anomaly":  # labels: mostly normal
+        values = rng.choice(["normal", "attack"], rows, p=[0.8, 0.2]).astype(object)
     else:
         raise AssertionError(f"add a sample column for the new data type '{type_name}' to the conformance suite")
     values[3] = None
@@ -63,12 +65,32 @@ def make(type_name: str, role: str):
     return features.build(models[type_name](name="column", type=type_name, **options(type_name)))
 
 
+NUMBERS = pd.Series(np.random.default_rng(3).normal(size=ROWS), name="x")  # what a head that reads inputs rebuilds
+
+
+def make_head(feature, width: int):
+    """The head; one that reads the inputs (an anomaly score) is built over a number input `x`."""
+    if not getattr(feature, "reads_inputs", False):
+        return feature.head(width)
+    number = features.build(INPUT_MODELS["number"](name="x", type="number"))
+    number.fit(NUMBERS)
+    return feature.head(width, [number])
+
+
+def run_head(feature, head, hidden, target=None):
+    if getattr(feature, "generates", False):
+        return head(hidden, (), target)
+    if getattr(feature, "reads_inputs", False):
+        return head(hidden, {"x": torch.tensor(NUMBERS.to_numpy()[:len(hidden)], dtype=torch.float32)})
+    return head(hidden)
+
+
 def test_every_type_has_a_sample():
     for type_name in features.REGISTRY:
         sample(type_name)
 
 
-@pytest.mark.parametrize("type_name", list(features.REGISTRY))
+@pytest.mark.parametrize("type_name", features.input_types())
 def test_stats_round_trip_through_json(type_name):
     column = sample(type_name)
     feature = make(type_name, "input")
@@ -78,7 +100,7 @@ def test_stats_round_trip_through_json(type_name):
     assert torch.equal(torch.nan_to_num(restored.transform(column)), torch.nan_to_num(feature.transform(column)))
 
 
-@pytest.mark.parametrize("type_name", list(features.REGISTRY))
+@pytest.mark.parametrize("type_name", features.input_types())
 def test_encoder_shape_width_and_finite(type_name):
     column = sample(type_name)
     feature = make(type_name, "input")
@@ -91,7 +113,7 @@ def test_encoder_shape_width_and_finite(type_name):
     assert torch.isfinite(encoded).all(), "missing values must be filled before they reach the network"
 
 
-@pytest.mark.parametrize("type_name", list(features.REGISTRY))
+@pytest.mark.parametrize("type_name", features.input_types())
 def test_encoder_accepts_values_never_seen_in_training(type_name):
     feature = make(type_name, "input")
     feature.fit(sample(type_name))
@@ -110,9 +132,9 @@ def test_head_loss_finite_and_differentiable(type_name):
     feature.fit(column)
     present = column[column.notna()]
     target = feature.target(present)
-    head = feature.head(8)
+    head = make_head(feature, 8)
     hidden = torch.randn(len(present), 8, requires_grad=True)
-    output = head(hidden, (), target) if getattr(feature, "generates", False) else head(hidden)
+    output = run_head(feature, head, hidden, target)
     loss = feature.loss(output, target)
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
@@ -126,11 +148,11 @@ def test_decode_gives_user_facing_values_and_metrics_are_floats(type_name):
     feature = make(type_name, "output")
     feature.fit(column)
     present = column[column.notna()]
-    output = feature.head(4)(torch.randn(len(present), 4))  # generating heads: generated token ids
+    output = run_head(feature, make_head(feature, 4), torch.randn(len(present), 4))  # generating: token ids
     decoded = feature.decode(output)
     predicted = decoded["column"]
     assert len(predicted) == len(present)
-    if type_name in ("binary", "category"):
+    if type_name in ("binary", "category", "anomaly"):
         assert set(predicted) <= set(present.astype(str))
     elif type_name == "set":
         assert all(label in {"a", "b", "c", "d"} for row in predicted for label in row.split("|") if label)
@@ -169,6 +191,8 @@ def _table(type_name: str, role: str, rows: int = 120) -> tuple[pd.DataFrame, di
 def test_save_load_gives_identical_predictions(type_name, role, tmp_path):
     if role == "output" and type_name not in features.output_types():
         pytest.skip(f"{type_name} cannot be an output")
+    if role == "input" and type_name not in features.input_types():
+        pytest.skip(f"{type_name} cannot be an input")
     frame, config = _table(type_name, role)
     model = lamina.Model(config).fit(frame, quiet=True)
     before = model.predict(frame)

@@ -182,12 +182,9 @@ class Feature:
         return output[normal].mean() if normal.any() else output.sum() * 0.0
 
     def training_rows(self, column: pd.Series) -> np.ndarray:
-        """Which training rows the model learns from: all but the labelled anomalies."""
-        keep = self.target(column).numpy() != 1
-        if not keep.any():
-            raise DataError(f"output '{self.config.name}': the training split has no normal rows (every row is "
-                            f"labelled anomalous); the model learns what normal looks like, so give normal rows")
-        return keep
+        """Which training rows the model learns from: all but the labelled anomalies (fit made sure
+        that normal rows exist)."""
+        return self.target(column).numpy() != 1
 
     @property
     def threshold(self) -> float:
