@@ -11,7 +11,7 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from lamina.config import Config, Split
-from lamina.errors import DataError, did_you_mean
+from lamina.errors import ConfigError, DataError, did_you_mean
 from lamina.features.anomaly import UNLABELLED
 from lamina.features.common import missing_mask
 
@@ -184,8 +184,13 @@ def learning_rows(rows: pd.DataFrame, outputs: list) -> pd.DataFrame:
     keep = np.ones(len(rows), dtype=bool)
     for feature in outputs:
         select = getattr(feature, "training_rows", None)
-        if select is not None:
-            keep &= select(rows[feature.config.name])
+        if select is None:
+            continue
+        if len(outputs) > 1:  # the other outputs would silently lose those rows too
+            raise ConfigError(f"output '{feature.config.name}' ({feature.config.type}) learns from some training "
+                              f"rows only, so it must be the model's only output; train the other outputs "
+                              f"({', '.join(f.config.name for f in outputs if f is not feature)}) as another model")
+        keep &= select(rows[feature.config.name])
     return rows if keep.all() else rows[keep]
 
 

@@ -151,6 +151,10 @@ def test_bad_configs():
         lamina.Model({**config(), "inputs": [{"name": "label", "type": "anomaly"}]})
     with pytest.raises(ConfigError, match="false_positive_rate"):
         lamina.Model(config(false_positive_rate=0.7))
+    two_outputs = {**config(), "outputs": config()["outputs"] + [{"name": "side", "type": "category"}],
+                   "inputs": INPUTS[:2]}
+    with pytest.raises(ConfigError, match="must be the model's only output"):
+        lamina.Model(two_outputs).fit(frame, quiet=True)
     with pytest.raises(DataError, match="no labels"):
         lamina.Model(config(normal="normal")).fit(frame.drop(columns="label"), quiet=True)
 
@@ -174,7 +178,8 @@ def test_lamina_train_on_the_intrusion_example(tmp_path, labels):
     assert code == 0, err
     assert ("deep vs classic (isolation_forest)" in out) == labels
     assert ("no classic baseline" in out) == (not labels)
-    assert "anomaly scores" in (tmp_path / "model" / "report.html").read_text()
+    report = (tmp_path / "model" / "report.html").read_text()
+    assert "label (anomaly, " in report and "not explained by attributions" in report
 
 
 # --- the data sets ------------------------------------------------------------------------------------
