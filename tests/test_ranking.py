@@ -186,3 +186,19 @@ def test_bad_ranking_configs_and_data_are_explained():
     one_item = frame.assign(item="m1")
     with pytest.raises(lamina.DataError, match="ranking output 'item' has 1 item"):
         lamina.Model(config()).fit(one_item, quiet=True)
+
+
+def test_served_predictions_are_recommendations(trained, tmp_path):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from lamina.serving.app import create_app
+
+    model, frame = trained
+    model.save(tmp_path / "model")
+    with TestClient(create_app(lamina.load(tmp_path / "model"), str(tmp_path / "model"))) as client:
+        response = client.post("/predict", json={"rows": [{"user": "u1", "age": 30.0}, {"user": "new", "age": 55.0}]})
+    assert response.status_code == 200, response.text
+    first, second = response.json()["predictions"]
+    assert len(first["item"]) == 5 and len(second["item_scores"]) == 5
+    assert not set(first["item"]) & set(frame[frame["user"] == "u1"].iloc[:-4]["item"])
