@@ -216,10 +216,17 @@ class Feature:
             items = torch.zeros_like(items)
         return nn.functional.cross_entropy(output, items)
 
+    def _history_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The histories as tensors, made once per stats (rebuilding them per call costs milliseconds)."""
+        key = id(self.stats.get("history_items"))
+        if getattr(self, "_history", (None,))[0] != key:
+            self._history = (key, torch.tensor(self.stats["history_offsets"]),
+                             torch.tensor(self.stats["history_items"], dtype=torch.long))
+        return self._history[1], self._history[2]
+
     def seen_mask(self, users: torch.Tensor, item_count: int) -> torch.Tensor:
         """(B, I) True where the row's user chose that item in training."""
-        offsets = torch.tensor(self.stats["history_offsets"])
-        chosen = torch.tensor(self.stats["history_items"], dtype=torch.long)
+        offsets, chosen = self._history_tensors()
         known = users >= 0
         starts = torch.where(known, offsets[users.clamp(min=0)], 0)
         lengths = torch.where(known, offsets[users.clamp(min=0) + 1] - starts, 0)
