@@ -219,10 +219,10 @@ class Feature:
     def _history_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The histories as tensors, made once per stats (rebuilding them per call costs milliseconds)."""
         key = id(self.stats.get("history_items"))
-        if getattr(self, "_history", (None,))[0] != key:
-            self._history = (key, torch.tensor(self.stats["history_offsets"]),
+        if getattr(self, "_history_cache", (None,))[0] != key:
+            self._history_cache = (key, torch.tensor(self.stats["history_offsets"]),
                              torch.tensor(self.stats["history_items"], dtype=torch.long))
-        return self._history[1], self._history[2]
+        return self._history_cache[1], self._history_cache[2]
 
     def seen_mask(self, users: torch.Tensor, item_count: int) -> torch.Tensor:
         """(B, I) True where the row's user chose that item in training."""
