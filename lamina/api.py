@@ -13,12 +13,13 @@ import torch
 
 from lamina import artifact, compare as comparison, evaluation, features, train
 from lamina.config import Config, load_config
-from lamina.data import (add_absent_labels, check_columns, learning_rows, read_table, rows_to_keep, split_rows,
-                         tensors)
+from lamina.data import (add_absent_labels, check_columns, columns_of, learning_rows, read_table, rows_to_keep,
+                         split_rows, tensors)
 from lamina.errors import ArtifactError, DataError
 from lamina.model import Network
 
 GENERATION_ROWS = 1000  # train/validation rows whose text outputs are generated for the final metrics
+RANKING_CHUNK = 2048  # rows scored at once against every item of a ranking output
 
 
 def _frame(data: Any) -> tuple[pd.DataFrame, str]:
@@ -29,6 +30,12 @@ def _frame(data: Any) -> tuple[pd.DataFrame, str]:
     elif isinstance(data, list):
         data = pd.DataFrame(data)
     return read_table(data)
+
+
+def _reads(outputs: list) -> list[str]:
+    """Columns outputs read besides their own: a ranking's user column and item side features."""
+    return [name for feature in outputs if getattr(feature, "type", None) == "ranking"
+            for name in [feature.user] + [item["name"] for item in feature.item_inputs]]
 
 
 def _tune(outputs: list, network, validation: dict | None, training: dict) -> None:
@@ -67,7 +74,7 @@ class Model:
         config = self.config
         frame, source = _frame(data)
         frame = add_absent_labels(frame, config.outputs)
-        check_columns(frame, [f.name for f in config.inputs + config.outputs], source)
+        check_columns(frame, [f.name for f in config.inputs + config.outputs] + _reads(config.outputs), source)
         torch.manual_seed(config.training.seed)
         inputs = [features.build(feature) for feature in config.inputs]
         outputs = [features.build(feature) for feature in config.outputs]
@@ -79,10 +86,13 @@ class Model:
         parts = split_rows(frame, config)
         training_rows = frame.iloc[parts["train"]]
         for feature in outputs:
-            feature.fit(training_rows[feature.config.name])
+            feature.fit(columns_of(feature, training_rows))
         training_rows = learning_rows(training_rows, outputs)  # e.g. an anomaly output learns from normal rows
         for feature in inputs:
-            feature.fit(training_rows[feature.config.name])
+            feature.fit(columns_of(feature, training_rows))
+        for feature in outputs:  # a ranking remembers each user's inputs, for recommend(user ids)
+            if hasattr(feature, "remember_profiles"):
+                feature.remember_profiles(training_rows, [f.config.name for f in inputs])
         tables = {part: tensors(training_rows if part == "train" else frame.iloc[rows], inputs, outputs)
                   for part, rows in parts.items() if len(rows)}
         self.inputs_, self.outputs_ = inputs, outputs
@@ -123,7 +133,8 @@ class Model:
         self._check_fitted()
         frame, source = _frame(data)
         frame = add_absent_labels(frame, self.config.outputs)
-        check_columns(frame, [f.config.name for f in self.inputs_ + self.outputs_], source)
+        check_columns(frame, [f.config.name for f in self.inputs_ + self.outputs_] + _reads(self.config.outputs),
+                      source)
         frame = frame[rows_to_keep(frame, self.inputs_, self.outputs_)]
         if frame.empty:
             raise DataError(f"{source} has no rows with the outputs filled in; nothing to evaluate")
@@ -137,11 +148,55 @@ class Model:
         if frame.empty:
             raise DataError(f"{source} has no rows; nothing to predict")
         check_columns(frame, [f.config.name for f in self.inputs_], source)
-        raw = train.predict_raw(self.network_, tensors(frame, self.inputs_))
+        if not any(hasattr(feature, "recommend") for feature in self.outputs_):
+            return self._decode(frame, train.predict_raw(self.network_, tensors(frame, self.inputs_)))
+        # a ranking scores every item for every row: go in chunks to bound memory
+        return pd.concat([self._decode(part, train.predict_raw(self.network_, tensors(part, self.inputs_)))
+                          for part in (frame.iloc[start:start + RANKING_CHUNK]
+                                       for start in range(0, len(frame), RANKING_CHUNK))])
+
+    def _decode(self, frame: pd.DataFrame, raw: dict, k: int | None = None, exclude_seen: bool = True
+                ) -> pd.DataFrame:
         columns: dict[str, Any] = {}
         for feature in self.outputs_:
-            columns.update(feature.decode(raw[feature.config.name]))
+            output = raw[feature.config.name]
+            if hasattr(feature, "recommend"):  # a user's training choices are left out
+                columns.update(feature.recommend(output, frame[feature.config.user], k, exclude_seen))
+            else:
+                columns.update(feature.decode(output))
         return pd.DataFrame(columns, index=frame.index)
+
+    def recommend(self, users: Any, k: int | None = None, exclude_seen: bool = True,
+                  output: str | None = None) -> pd.DataFrame:
+        """The top `k` items for each user, best first, with their scores. `users`: user ids (a
+        list; their other inputs are the values last seen in training, missing for new users) or
+        rows holding the model's inputs (a DataFrame, dicts or a file). With `exclude_seen`, items a
+        user chose in training are left out. New users get recommendations too (their id falls in
+        a shared bucket), from their other inputs and the items' popularity."""
+        self._check_fitted()
+        rankings = [f for f in self.outputs_ if hasattr(f, "recommend") and output in (None, f.config.name)]
+        if not rankings:
+            names = [f.config.name for f in self.outputs_ if hasattr(f, "recommend")]
+            raise DataError(f"this model has no ranking output{' named ' + repr(output) if output else ''}; "
+                            f"recommend() needs one (ranking outputs: {names or 'none'})")
+        feature = rankings[0]
+        if isinstance(users, (list, tuple, pd.Series, pd.Index)) and not any(isinstance(u, dict) for u in users):
+            frame = feature.profiles([str(user) for user in users])
+            source = "the users"
+        else:
+            frame, source = _frame(users)
+        if frame.empty:
+            raise DataError(f"{source} has no rows; nothing to recommend")
+        check_columns(frame, [f.config.name for f in self.inputs_], source)
+        parts = []
+        for start in range(0, len(frame), RANKING_CHUNK):
+            part = frame.iloc[start:start + RANKING_CHUNK]
+            raw = train.predict_raw(self.network_, tensors(part, self.inputs_))[feature.config.name]
+            parts.append(pd.DataFrame(feature.recommend(raw, part[feature.config.user], k, exclude_seen),
+                                      index=part.index))
+        result = pd.concat(parts)
+        result.insert(0, feature.config.user, frame[feature.config.user].to_numpy())
+        return result
 
     def compare(self, data: Any, *, resamples: int = 1000, seed: int = 0) -> dict:
         """Train a classic baseline (gradient boosting or a linear model) on the same train /

@@ -14,7 +14,8 @@ from scipy.stats import rankdata
 
 import lamina
 from lamina import baseline, features, train
-from lamina.data import add_absent_labels, check_columns, learning_rows, read_table, rows_to_keep, split_rows, tensors
+from lamina.data import (add_absent_labels, check_columns, columns_of, learning_rows, read_table, rows_to_keep,
+                         split_rows, tensors)
 from lamina.errors import ArtifactError, DataError
 from lamina.features import anomaly, number
 
@@ -136,7 +137,8 @@ def training_rows(model, data: Any) -> tuple[pd.DataFrame, dict[str, np.ndarray]
                             "train it again with this version of lamina")
     frame, source = read_table(data)
     frame = add_absent_labels(frame, model.config.outputs)
-    check_columns(frame, [f.config.name for f in model.inputs_ + model.outputs_], source)
+    reads = [name for feature in model.outputs_ for name in getattr(feature, "reads", [])]
+    check_columns(frame, [f.config.name for f in model.inputs_ + model.outputs_] + reads, source)
     frame = frame[rows_to_keep(frame, model.inputs_, model.outputs_)]
     parts = split_rows(frame, model.config)
     counts = {part: int(len(rows)) for part, rows in parts.items()}
@@ -247,11 +249,15 @@ def run(model, data: Any, *, resamples: int = 1000, seed: int = 0) -> dict:
     result = {"lamina_version": lamina.__version__, "output": output.config.name, "type": output.config.type,
               "metric": metric, "direction": direction, "rows": {part: int(len(rows)) for part, rows in parts.items()},
               "skipped": no_baseline(output), "deep": None, "classic": None, "difference": None}
+    if output.config.type == "ranking":
+        result["skipped"] = None
     if result["skipped"]:
         return {**result, "verdict": result["skipped"]}
     if not len(parts["test"]):
         raise DataError(f"the model has no test rows (split ratios {list(model.config.split.ratios)}); compare "
                         f"measures both models on the test rows: train with a test share, e.g. [0.8, 0.1, 0.1]")
+    if output.config.type == "ranking":
+        return {**result, **compare_ranking(model, frame, parts, resamples, seed)}
     test = frame.iloc[parts["test"]]
     truth = output.target(test[output.config.name])
     deep_raw = train.predict_raw(model.network_, tensors(test, model.inputs_))[output.config.name]
@@ -276,6 +282,55 @@ def run(model, data: Any, *, resamples: int = 1000, seed: int = 0) -> dict:
     result["difference"] = {"metric": metric, "value": difference, **interval, "seed": seed}
     result["verdict"] = verdict(metric, direction, difference, interval["low"], interval["high"])
     return result
+
+
+def compare_ranking(model, frame: pd.DataFrame, parts: dict, resamples: int, seed: int) -> dict:
+    """A ranking output against popularity and PureSVD (the better on validation NDCG@10), every
+    model ranking each test row's item among the items its user did not choose in training."""
+    from lamina import recommenders
+
+    output = model.outputs_[0]
+    metric = main_metric(output)[0]
+    fitted = recommenders.candidates(output, frame.iloc[parts["train"]], seed)
+
+    def summaries(scores_of, rows: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
+        truth = output.target(columns_of(output, rows))
+        return truth, output.summary(torch.as_tensor(scores_of(rows, truth)), truth)
+
+    classic_scores = lambda candidate: lambda rows, truth: candidate.scores(truth[:, 1].numpy())
+    scored = []
+    for candidate in fitted:
+        score = None
+        if len(parts["validation"]):
+            truth, summary = summaries(classic_scores(candidate), frame.iloc[parts["validation"]])
+            score = output.metrics(truth, summary)[metric]
+        scored.append({"model": candidate.name, "validation": score, "seconds": candidate.fit_seconds})
+    best = max(range(len(fitted)), key=lambda position: scored[position]["validation"] or 0.0)
+    chosen, test = fitted[best], frame.iloc[parts["test"]]
+    deep_scores = lambda rows, truth: train.predict_raw(model.network_, tensors(rows, model.inputs_))[
+        output.config.name]
+    truth, deep_summary = summaries(deep_scores, test)
+    _, classic_summary = summaries(classic_scores(chosen), test)
+    timed = test.iloc[:LATENCY_ROWS]
+    users = output.target(columns_of(output, timed))[:, 1].numpy()
+    deep = {"model": "lamina", "test": output.metrics(truth, deep_summary),
+            "training_seconds": float(sum(record["seconds"] for record in model.training_.get("history", []))),
+            "latency_seconds": seconds_per_row(model.predict, timed),
+            "size_bytes": sum(t.numel() * t.element_size() for t in model.network_.state_dict().values())}
+    classic = {"model": chosen.name, "selected_by": f"best validation {metric}" if len(parts["validation"])
+               else "no validation rows: the first candidate", "candidates": scored,
+               "training_seconds": float(sum(item["seconds"] for item in scored)), "features": [],
+               "test": output.metrics(truth, classic_summary),
+               "latency_seconds": seconds_per_row(lambda rows: chosen.scores(users[:len(rows)]), timed),
+               "size_bytes": len(pickle.dumps(chosen, protocol=pickle.HIGHEST_PROTOCOL))}
+    per_row = lambda summary: np.where(summary[:, 0] <= 10, 1.0 / np.log2(np.minimum(summary[:, 0], 1e9) + 1), 0.0)
+    interval = paired_bootstrap(lambda truth, values: float(np.mean(values)), np.zeros(len(test)),
+                                per_row(deep_summary.numpy()), per_row(classic_summary.numpy()),
+                                resamples=resamples, seed=seed)
+    difference = deep["test"][metric] - classic["test"][metric]
+    return {"deep": deep, "classic": classic, "difference": {"metric": metric, "value": difference, **interval,
+                                                              "seed": seed},
+            "verdict": verdict(metric, "max", difference, interval["low"], interval["high"])}
 
 
 # --- the printed report -------------------------------------------------------------------------------

@@ -127,6 +127,8 @@ def split_rows(frame: pd.DataFrame, config: Config) -> dict[str, np.ndarray]:
                             f"give every row one of these (unknown values: {sorted(set(names[bad]))[:5]})")
         mapped = names.map(SPLIT_NAMES).to_numpy()
         return {part: positions[mapped == part] for part in ("train", "validation", "test")}
+    if split.method == "time":
+        return time_split(frame, split)
     first = config.outputs[0]
     stratify = None
     if split.method == "stratified" or (split.method == "auto" and first.type in ("binary", "category", "anomaly")):
@@ -161,6 +163,48 @@ def split_rows(frame: pd.DataFrame, config: Config) -> dict[str, np.ndarray]:
     if min(len(parts["train"]), 1) == 0:
         raise DataError("the training split is empty; give more rows or a larger train ratio")
     return {name: np.sort(part) for name, part in parts.items()}
+
+
+def time_split(frame: pd.DataFrame, split: Split) -> dict[str, np.ndarray]:
+    """The latest rows are the test and those just before them validation: over all rows, or per
+    group (each user's latest interactions), by a number of rows (`holdout`) or by `ratios`. A
+    group always keeps at least one training row."""
+    check_columns(frame, [split.column] + ([split.group] if split.group else []), "the data", "split")
+    times = frame[split.column]
+    if not pd.api.types.is_numeric_dtype(times):
+        parsed = pd.to_datetime(times, errors="coerce")
+        bad = parsed.isna().to_numpy()
+        if bad.any():
+            position = int(np.argmax(bad))
+            raise DataError(f"split column '{split.column}' row {frame.index[position]}: {times.iloc[position]!r} "
+                            f"is not a time (a number or a date); fill it or drop the row")
+        times = parsed
+    elif times.isna().any():
+        position = int(np.argmax(times.isna().to_numpy()))
+        raise DataError(f"split column '{split.column}' row {frame.index[position]}: missing time; fill it or "
+                        f"drop the row")
+    order = pd.DataFrame({"time": times.to_numpy(), "position": np.arange(len(frame)),
+                          "group": frame[split.group].astype(str).to_numpy() if split.group else ""})
+    order = order.sort_values(["group", "time", "position"], kind="stable")
+    size = order.groupby("group", sort=False)["position"].transform("size").to_numpy()
+    from_end = order.groupby("group", sort=False).cumcount(ascending=False).to_numpy()  # 0: the latest
+    if split.holdout:
+        test, validation = np.full(len(order), split.holdout), np.full(len(order), split.holdout)
+    else:
+        test = np.round(size * split.ratios[2]).astype(int)
+        validation = np.round(size * split.ratios[1]).astype(int)
+    test = np.minimum(test, size - 1)  # every group keeps a training row
+    validation = np.minimum(validation, size - 1 - test)
+    part = np.where(from_end < test, "test", np.where(from_end < test + validation, "validation", "train"))
+    positions = order["position"].to_numpy()
+    return {name: np.sort(positions[part == name]) for name in ("train", "validation", "test")}
+
+
+def columns_of(feature, frame: pd.DataFrame):
+    """What a feature's fit/transform/target read: its column, or a frame of its column and the
+    others it `reads` (a ranking output reads the user column too)."""
+    extra = getattr(feature, "reads", None)
+    return frame[[feature.config.name, *extra]] if extra else frame[feature.config.name]
 
 
 def rows_to_keep(frame: pd.DataFrame, inputs: list, outputs: list) -> np.ndarray:
@@ -198,7 +242,7 @@ def tensors(frame: pd.DataFrame, inputs: list, outputs: list | None = None) -> d
     """{'inputs': {name: tensor}, 'targets': {name: tensor}} for the given rows."""
     result = {"inputs": {f.config.name: f.transform(frame[f.config.name]) for f in inputs}, "targets": {}}
     for feature in outputs or []:
-        result["targets"][feature.config.name] = feature.target(frame[feature.config.name])
+        result["targets"][feature.config.name] = feature.target(columns_of(feature, frame))
     return result
 
 

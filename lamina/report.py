@@ -83,6 +83,10 @@ def _stats_summary(stats: dict) -> str:
             parts.append(f"{key} {float(stats[key]):.4g}")
     if "vocabulary_size" in stats:
         parts.append(f"{stats['vocabulary_size']} tokens")
+    if "ids" in stats:  # an id input
+        parts.append(f"{len(stats['ids'])} ids of their own (of {stats['distinct_in_training']} seen)")
+    if "items" in stats:  # a ranking output
+        parts.append(f"catalogue of {len(stats['items'])} items, histories of {len(stats['users'])} users")
     return ", ".join(parts) or "-"
 
 

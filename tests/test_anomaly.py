@@ -147,7 +147,7 @@ def test_bad_configs():
     only_ids = {**config(), "inputs": [{"name": "user", "type": "id"}]}
     with pytest.raises(ConfigError, match="no inputs to reconstruct"):
         lamina.Model(only_ids).fit(frame, quiet=True)
-    with pytest.raises(ConfigError, match="cannot be an input"):
+    with pytest.raises(ConfigError, match="can only be an output"):
         lamina.Model({**config(), "inputs": [{"name": "label", "type": "anomaly"}]})
     with pytest.raises(ConfigError, match="false_positive_rate"):
         lamina.Model(config(false_positive_rate=0.7))

@@ -7,7 +7,7 @@ from typing import Callable
 
 import pandas as pd
 
-from lamina.datasets import flows, images, sequences, speech, tabular, text
+from lamina.datasets import flows, images, recommendations, sequences, speech, tabular, text
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,15 @@ REGISTRY = {
         source="espeak-ng (synthetic); Asterisk core sounds, English, Allison Smith (real)",
         licence="generated (espeak-ng is GPL-3, its output is yours); Asterisk sounds CC BY-SA 3.0",
         install=speech.INSTALL, loader=speech.spoken_digits_synthetic, locate=speech.locate),
+    "movielens_100k": Dataset(
+        name="movielens_100k", task="recommendation (ranking)", target="movie_id",
+        description="100,000 ratings of 1,682 movies by 943 users (1997-98), one row per rating with its time, "
+                    "the user's age, gender and occupation and the movie's title, year and genres; every rating "
+                    "counts as an interaction for ranking, the rating itself for rating prediction",
+        source="GroupLens Research, MovieLens 100K (Harper & Konstan 2015)",
+        licence="MovieLens terms of use: research only, no redistribution (read from the installed copy)",
+        install=recommendations.INSTALL, loader=recommendations.movielens_100k,
+        locate=lambda: tabular.local_file("MovieLens100k_data.parquet.brotli")),
     "network_flows": Dataset(
         name="network_flows", task="anomaly / intrusion detection", target="label",
         description="30,000 labelled network-flow records over one hour, in time order: normal web, DNS, mail, SSH "

@@ -11,7 +11,8 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from lamina.features import anomaly, audio, binary, category, id as id_type, image, number, set as set_type, text, timeseries
+from lamina.features import (anomaly, audio, binary, category, id as id_type, image, number, ranking, set as set_type,
+                             text, timeseries)
 
 
 class FeatureType(Protocol):
@@ -39,8 +40,8 @@ class OutputType(FeatureType, Protocol):
     def metrics(self, target: torch.Tensor, output: torch.Tensor) -> dict[str, float]: ...
 
 
-# name -> module; each module defines `Options` (a pydantic model), `Feature` and `CAN_BE_OUTPUT`
-# (and `CAN_BE_INPUT = False` when it is an output only).
+# name -> module; each module defines `Options` (a pydantic model), `Feature` and `CAN_BE_OUTPUT` (and
+# `CAN_BE_INPUT = False` when it is only an output).
 REGISTRY = {
     "number": number,
     "binary": binary,
@@ -51,6 +52,7 @@ REGISTRY = {
     "audio": audio,
     "timeseries": timeseries,
     "id": id_type,
+    "ranking": ranking,
     "anomaly": anomaly,
 }
 
