@@ -126,7 +126,8 @@ def _attack(rng: np.random.Generator, kind: str, count: int) -> pd.DataFrame:
     elif kind == "syn_flood":  # unanswered SYNs from spoofed addresses to one web server: each looks ordinary
         times = start + np.sort(rng.uniform(0, rng.uniform(40, 120), count))
         source = [f"198.51.{rng.integers(0, 256)}.{rng.integers(1, 255)}" for _ in range(count)]
-        destination, ports, frame = _server("web", int(rng.integers(0, 5))), np.full(count, 443), _unanswered(rng, count)
+        destination, ports = _server("web", int(rng.integers(0, 5))), np.full(count, 443)
+        frame = _unanswered(rng, count)
     elif kind == "brute_force":  # one source, many short failed logins to an SSH server
         times, source, destination = start + np.cumsum(rng.exponential(1.5, count)), attacker, _server("ssh", 0)
         ports = np.full(count, 22)
