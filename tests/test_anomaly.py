@@ -211,3 +211,25 @@ def test_new_data_sets_are_listed():
 def test_phishing_loads_from_rivers_copy():
     frame = lamina.datasets.load("phishing")
     assert frame.shape == (1250, 10) and set(frame["is_phishing"]) == {0, 1}
+
+
+def test_served_scores_match_predict_and_explain_says_why_not(labelled, tmp_path):
+    pytest.importorskip("fastapi", reason="lamina serve needs the serve extra: pip install 'lamina[serve]'")
+    from fastapi.testclient import TestClient
+
+    from lamina.serving.app import create_app
+
+    frame, model = labelled
+    model.save(tmp_path / "model")
+    rows = frame.drop(columns="label").head(3).to_dict(orient="records")
+    with TestClient(create_app(lamina.load(tmp_path / "model"), str(tmp_path / "model"))) as client:
+        served = client.post("/predict", json={"rows": rows})
+        refused = client.post("/explain", json={"rows": rows[:1]})
+        metadata = client.get("/metadata").json()
+    want = model.predict(pd.DataFrame(rows))
+    assert served.status_code == 200, served.text
+    got = served.json()["predictions"]
+    assert [row["label"] for row in got] == list(want["label"])
+    assert [row["label_score"] for row in got] == pytest.approx(list(want["label_score"]), rel=1e-6)
+    assert refused.status_code in (400, 422) and "anomaly score" in refused.text
+    assert [output["type"] for output in metadata["outputs"]] == ["anomaly"]
