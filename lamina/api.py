@@ -105,7 +105,8 @@ class Model:
                            fingerprint=self._fingerprint({part: len(rows) for part, rows in parts.items()}))
         self.comparison_ = None  # a comparison of an earlier fit does not describe this model
         self.training_ = {**result, "rows": {part: int(len(rows)) for part, rows in parts.items()},
-                          "dropped_rows": int((~keep).sum()), "source": source}
+                          "dropped_rows": int((~keep).sum()), "source": source,
+                          "learned_rows": int(len(training_rows))}  # fewer when an anomaly output skips anomalies
         _tune(outputs, self.network_, tables.get("validation"), tables["train"])
         # generated text (slow to score) is scored on every test row, and on the first rows of the others
         self.metrics_ = {part: train.scores(self.network_, table, outputs,

@@ -24,7 +24,9 @@ def _train(args) -> None:
         model.config.training.seed = args.seed
     model.fit(args.data, output_dir=args.output, resume=args.resume, quiet=args.quiet)
     info = model.training_
-    print(f"trained on {info['rows']['train']} rows (validation {info['rows']['validation']}, "
+    learned = info.get("learned_rows", info["rows"]["train"])
+    of_them = f", learning from the {learned} normal ones" if learned != info["rows"]["train"] else ""
+    print(f"trained on {info['rows']['train']} rows{of_them} (validation {info['rows']['validation']}, "
           f"test {info['rows']['test']}); learning rate {info['learning_rate']:.2e}; best epoch {info['best_epoch']}")
     print(table(model.metrics_))
     print(f"model saved to {args.output}")

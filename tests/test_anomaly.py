@@ -74,6 +74,7 @@ def test_training_learns_from_normal_rows_only(labelled):
     training = frame.iloc[parts["train"]]
     normal = training[training["label"] == "normal"]
     assert model.inputs_[0].stats["mean"] == pytest.approx(normal["a"].mean())  # the inputs' statistics too
+    assert model.training_["learned_rows"] == len(normal) < model.training_["rows"]["train"]
     history = model.training_["history"]
     assert all("validation" in record for record in history) and model.training_["monitored"] == "loss"
     assert model.training_["best_epoch"] >= 1
@@ -177,6 +178,7 @@ def test_lamina_train_on_the_intrusion_example(tmp_path, labels):
                           "--output", tmp_path / "model", "--quiet"])
     assert code == 0, err
     assert ("deep vs classic (isolation_forest)" in out) == labels
+    assert ("normal ones" in out) == labels
     assert ("no classic baseline" in out) == (not labels)
     report = (tmp_path / "model" / "report.html").read_text()
     assert "label (anomaly, " in report and "not explained by attributions" in report
