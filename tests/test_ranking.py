@@ -159,11 +159,12 @@ def test_ranks_leave_out_training_choices_count_ties_half_and_unknown_items_miss
 
 def test_sampled_and_full_softmax_both_train():
     frame = interactions(users=40, per_user=8)
-    for negatives in (0, 5):
+    for negatives in (0, 5, "auto"):
         model = lamina.Model({**config(negatives=negatives), "training": {"epochs": 2, "learning_rate": 0.01}})
         model.fit(frame, quiet=True)
         assert np.isfinite(model.metrics_["test"]["loss"])
-    feature = model.outputs_[0]
+    assert model.network_.heads[0].negatives == 0  # auto: 40 items are few enough to score them all
+    feature = lamina.Model(config(negatives=5)).fit(frame, quiet=True).outputs_[0]
     head = feature.head(4).train()
     target = feature.target(frame[["item", "user"]].head(6))
     assert head(torch.randn(6, 4), target).shape == (6, 6)  # the positive, then 5 negatives
