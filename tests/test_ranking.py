@@ -203,3 +203,12 @@ def test_served_predictions_are_recommendations(trained, tmp_path):
     first, second = response.json()["predictions"]
     assert len(first["item"]) == 5 and len(second["item_scores"]) == 5
     assert not set(first["item"]) & set(frame[frame["user"] == "u1"].iloc[:-4]["item"])
+
+
+def test_evaluate_scores_new_rows_against_the_training_histories(trained):
+    model, frame = trained
+    later = interactions(users=6, per_user=3, seed=9).assign(user=lambda rows: rows["user"].str.replace("u", "v"))
+    result = model.evaluate(pd.concat([frame.tail(40), later]))  # 18 rows of users with no history at all
+    assert 0.0 < result["item"]["hit_rate_at_10"] <= 1.0 and np.isfinite(result["loss"])
+    with pytest.raises(lamina.DataError, match="column 'user' named in the config is not in"):
+        model.evaluate(frame.drop(columns="user"))
