@@ -159,11 +159,12 @@ def test_ranks_leave_out_training_choices_count_ties_half_and_unknown_items_miss
 
 def test_sampled_and_full_softmax_both_train():
     frame = interactions(users=40, per_user=8)
-    for negatives in (0, 5):
+    for negatives in (0, 5, "auto"):
         model = lamina.Model({**config(negatives=negatives), "training": {"epochs": 2, "learning_rate": 0.01}})
         model.fit(frame, quiet=True)
         assert np.isfinite(model.metrics_["test"]["loss"])
-    feature = model.outputs_[0]
+    assert model.network_.heads[0].negatives == 0  # auto: 40 items are few enough to score them all
+    feature = lamina.Model(config(negatives=5)).fit(frame, quiet=True).outputs_[0]
     head = feature.head(4).train()
     target = feature.target(frame[["item", "user"]].head(6))
     assert head(torch.randn(6, 4), target).shape == (6, 6)  # the positive, then 5 negatives
@@ -202,3 +203,12 @@ def test_served_predictions_are_recommendations(trained, tmp_path):
     first, second = response.json()["predictions"]
     assert len(first["item"]) == 5 and len(second["item_scores"]) == 5
     assert not set(first["item"]) & set(frame[frame["user"] == "u1"].iloc[:-4]["item"])
+
+
+def test_evaluate_scores_new_rows_against_the_training_histories(trained):
+    model, frame = trained
+    later = interactions(users=6, per_user=3, seed=9).assign(user=lambda rows: rows["user"].str.replace("u", "v"))
+    result = model.evaluate(pd.concat([frame.tail(40), later]))  # 18 rows of users with no history at all
+    assert 0.0 < result["item"]["hit_rate_at_10"] <= 1.0 and np.isfinite(result["loss"])
+    with pytest.raises(lamina.DataError, match="column 'user' named in the config is not in"):
+        model.evaluate(frame.drop(columns="user"))
