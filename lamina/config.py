@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from lamina.errors import ConfigError, did_you_mean
-from lamina.features import REGISTRY, output_types
+from lamina.features import REGISTRY, input_types, output_types
 
 STRICT = ConfigDict(extra="forbid")
 
@@ -40,7 +40,7 @@ def _feature_model(type_name: str, role: str) -> type[BaseModel]:
                         __validators__={"check_options": model_validator(mode="after")(check_options)}, **fields)
 
 
-INPUT_MODELS = {name: _feature_model(name, "input") for name in REGISTRY}
+INPUT_MODELS = {name: _feature_model(name, "input") for name in input_types()}
 OUTPUT_MODELS = {name: _feature_model(name, "output") for name in output_types()}
 InputFeature = Annotated[Union[tuple(INPUT_MODELS.values())], Field(discriminator="type")]
 OutputFeature = Annotated[Union[tuple(OUTPUT_MODELS.values())], Field(discriminator="type")]
@@ -84,10 +84,17 @@ class Split(BaseModel):
     """How rows are divided into train / validation / test."""
 
     model_config = STRICT
-    method: Literal["auto", "random", "stratified", "column"] = Field(
-        "auto", description="auto: stratified on the first output when it is binary or category, else random")
+    method: Literal["auto", "random", "stratified", "column", "time"] = Field(
+        "auto", description="auto: stratified on the first output when it is binary or category, else random; "
+                            "time: the latest rows (by `column`, per `group` when given) are validation and test")
     ratios: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="train, validation, test")
-    column: str | None = Field(None, description="for method: column, a column holding train/validation/test")
+    column: str | None = Field(None, description="for method: column, a column holding train/validation/test; "
+                                                 "for method: time, the column of times (numbers or dates)")
+    group: str | None = Field(None, description="for method: time, split each group's rows by time (e.g. each "
+                                                "user's latest interactions are the test)")
+    holdout: int | None = Field(None, ge=1, description="for method: time with group: the last `holdout` rows of "
+                                                        "each group are the test and the `holdout` before them "
+                                                        "validation (ratios are then ignored)")
     seed: int | None = Field(None, description="defaults to training.seed")
 
     @model_validator(mode="after")
@@ -96,6 +103,12 @@ class Split(BaseModel):
             raise ValueError(f"split ratios must be >= 0, with train > 0, and sum to 1; got {list(self.ratios)}")
         if self.method == "column" and not self.column:
             raise ValueError("split method 'column' needs 'column: <name of the split column>'")
+        if self.method == "time" and not self.column:
+            raise ValueError("split method 'time' needs 'column: <name of the time column>'")
+        if (self.group or self.holdout) and self.method != "time":
+            raise ValueError("split keys 'group' and 'holdout' only apply to method: time")
+        if self.holdout and not self.group:
+            raise ValueError("split key 'holdout' needs 'group: <column>' (rows held out per group)")
         return self
 
 
@@ -253,7 +266,9 @@ def _explain(item: dict, raw: dict) -> str:
         if loc[0] == "outputs" and tag in REGISTRY:
             return (f"{where}: type '{tag}' cannot be an output; output types are: "
                     f"{', '.join(output_types())}")
-        choices = list(REGISTRY) if loc[0] == "inputs" else output_types()
+        if loc[0] == "inputs" and tag in REGISTRY:
+            return f"{where}: type '{tag}' can only be an output; input types are: {', '.join(input_types())}"
+        choices = input_types() if loc[0] == "inputs" else output_types()
         return f"{where}: unknown type '{tag}'{did_you_mean(tag, choices)}"
     if kind == "missing":
         return f"{where}: missing required key" if not in_feature else \

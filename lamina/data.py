@@ -11,7 +11,8 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from lamina.config import Config, Split
-from lamina.errors import DataError, did_you_mean
+from lamina.errors import ConfigError, DataError, did_you_mean
+from lamina.features.anomaly import UNLABELLED
 from lamina.features.common import missing_mask
 
 READERS = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet",
@@ -102,6 +103,14 @@ def check_columns(frame: pd.DataFrame, names: list[str], source: str, role: str 
             raise DataError(f"column '{name}' named in {role} is not in {source}{did_you_mean(name, columns)}")
 
 
+def add_absent_labels(frame: pd.DataFrame, outputs: list) -> pd.DataFrame:
+    """An output whose labels are optional (an anomaly score) may have no column in the data: it is
+    added with every cell marked unlabelled, so the rest of the pipeline reads it like any other."""
+    absent = {config.name: UNLABELLED for config in outputs
+              if config.type == "anomaly" and config.name not in frame.columns}
+    return frame.assign(**absent) if absent else frame
+
+
 def split_rows(frame: pd.DataFrame, config: Config) -> dict[str, np.ndarray]:
     """Positions of the train / validation / test rows, reproducible for a given seed."""
     split: Split = config.split
@@ -118,9 +127,11 @@ def split_rows(frame: pd.DataFrame, config: Config) -> dict[str, np.ndarray]:
                             f"give every row one of these (unknown values: {sorted(set(names[bad]))[:5]})")
         mapped = names.map(SPLIT_NAMES).to_numpy()
         return {part: positions[mapped == part] for part in ("train", "validation", "test")}
+    if split.method == "time":
+        return time_split(frame, split)
     first = config.outputs[0]
     stratify = None
-    if split.method == "stratified" or (split.method == "auto" and first.type in ("binary", "category")):
+    if split.method == "stratified" or (split.method == "auto" and first.type in ("binary", "category", "anomaly")):
         labels, _ = pd.factorize(frame[first.name].astype(str))
         counts = np.bincount(labels)
         if counts.min() >= 3 or split.method == "stratified":
@@ -154,6 +165,48 @@ def split_rows(frame: pd.DataFrame, config: Config) -> dict[str, np.ndarray]:
     return {name: np.sort(part) for name, part in parts.items()}
 
 
+def time_split(frame: pd.DataFrame, split: Split) -> dict[str, np.ndarray]:
+    """The latest rows are the test and those just before them validation: over all rows, or per
+    group (each user's latest interactions), by a number of rows (`holdout`) or by `ratios`. A
+    group always keeps at least one training row."""
+    check_columns(frame, [split.column] + ([split.group] if split.group else []), "the data", "split")
+    times = frame[split.column]
+    if not pd.api.types.is_numeric_dtype(times):
+        parsed = pd.to_datetime(times, errors="coerce")
+        bad = parsed.isna().to_numpy()
+        if bad.any():
+            position = int(np.argmax(bad))
+            raise DataError(f"split column '{split.column}' row {frame.index[position]}: {times.iloc[position]!r} "
+                            f"is not a time (a number or a date); fill it or drop the row")
+        times = parsed
+    elif times.isna().any():
+        position = int(np.argmax(times.isna().to_numpy()))
+        raise DataError(f"split column '{split.column}' row {frame.index[position]}: missing time; fill it or "
+                        f"drop the row")
+    order = pd.DataFrame({"time": times.to_numpy(), "position": np.arange(len(frame)),
+                          "group": frame[split.group].astype(str).to_numpy() if split.group else ""})
+    order = order.sort_values(["group", "time", "position"], kind="stable")
+    size = order.groupby("group", sort=False)["position"].transform("size").to_numpy()
+    from_end = order.groupby("group", sort=False).cumcount(ascending=False).to_numpy()  # 0: the latest
+    if split.holdout:
+        test, validation = np.full(len(order), split.holdout), np.full(len(order), split.holdout)
+    else:
+        test = np.round(size * split.ratios[2]).astype(int)
+        validation = np.round(size * split.ratios[1]).astype(int)
+    test = np.minimum(test, size - 1)  # every group keeps a training row
+    validation = np.minimum(validation, size - 1 - test)
+    part = np.where(from_end < test, "test", np.where(from_end < test + validation, "validation", "train"))
+    positions = order["position"].to_numpy()
+    return {name: np.sort(positions[part == name]) for name in ("train", "validation", "test")}
+
+
+def columns_of(feature, frame: pd.DataFrame):
+    """What a feature's fit/transform/target read: its column, or a frame of its column and the
+    others it `reads` (a ranking output reads the user column too)."""
+    extra = getattr(feature, "reads", None)
+    return frame[[feature.config.name, *extra]] if extra else frame[feature.config.name]
+
+
 def rows_to_keep(frame: pd.DataFrame, inputs: list, outputs: list) -> np.ndarray:
     """Rows usable for training/evaluation: targets present, no missing value where a feature
     says missing: drop, and none of the rows an input's optional `bad_rows(column)` marks."""
@@ -169,11 +222,27 @@ def rows_to_keep(frame: pd.DataFrame, inputs: list, outputs: list) -> np.ndarray
     return keep
 
 
+def learning_rows(rows: pd.DataFrame, outputs: list) -> pd.DataFrame:
+    """The training rows a model learns from, its inputs' statistics included: all of them minus those
+    a (fitted) output leaves out with `training_rows(column)` (an anomaly output: labelled anomalies)."""
+    keep = np.ones(len(rows), dtype=bool)
+    for feature in outputs:
+        select = getattr(feature, "training_rows", None)
+        if select is None:
+            continue
+        if len(outputs) > 1:  # the other outputs would silently lose those rows too
+            raise ConfigError(f"output '{feature.config.name}' ({feature.config.type}) learns from some training "
+                              f"rows only, so it must be the model's only output; train the other outputs "
+                              f"({', '.join(f.config.name for f in outputs if f is not feature)}) as another model")
+        keep &= select(rows[feature.config.name])
+    return rows if keep.all() else rows[keep]
+
+
 def tensors(frame: pd.DataFrame, inputs: list, outputs: list | None = None) -> dict[str, dict[str, torch.Tensor]]:
     """{'inputs': {name: tensor}, 'targets': {name: tensor}} for the given rows."""
     result = {"inputs": {f.config.name: f.transform(frame[f.config.name]) for f in inputs}, "targets": {}}
     for feature in outputs or []:
-        result["targets"][feature.config.name] = feature.target(frame[feature.config.name])
+        result["targets"][feature.config.name] = feature.target(columns_of(feature, frame))
     return result
 
 

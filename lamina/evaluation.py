@@ -42,6 +42,13 @@ def collect(model, test_rows: pd.DataFrame) -> dict:
                             if len(labels) <= 20 else None}
         elif kind == "number":
             result[name] = {"type": kind, "truth": _floats(pd.to_numeric(truth)), "predicted": _floats(predicted[name])}
+        elif kind == "anomaly":
+            target = feature.target(truth).numpy()
+            threshold = feature.threshold
+            result[name] = {"type": kind, "labels": feature.stats["labels"],
+                            "truth": [None if np.isnan(value) else int(value) for value in target],
+                            "score": _floats(predicted[f"{name}_score"]),
+                            "threshold": float(threshold) if np.isfinite(threshold) else None}
         elif kind == "text":
             inputs = [f.config.name for f in model.inputs_ if f.config.type == "text"]
             result[name] = {"type": kind, "examples": [

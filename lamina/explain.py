@@ -183,8 +183,17 @@ class Selection:
             return f"logit (log-odds) of {name} = {stats['labels'][1]!r}; probability = sigmoid({scaled})"
         if kind == "number":
             return f"{name} in normalised units (the head's output before de-normalising)"
+        if kind == "ranking":
+            which = repr(stats["items"][self.label]) if self.label is not None else \
+                "each row's best-scored item (its training choices included)"
+            return f"score of {name} = {which}"
         which = repr(stats["labels"][self.label]) if self.label is not None else "the predicted label of each row"
         return f"logit of {name} = {which}"
+
+
+def _labels(feature) -> list:
+    """The classes of a classifier's output, or the catalogue items of a ranking."""
+    return feature.stats["labels"] if "labels" in feature.stats else feature.stats["items"]
 
 
 def select_output(model, output: str | None, target: Any) -> Selection:
@@ -198,12 +207,15 @@ def select_output(model, output: str | None, target: Any) -> Selection:
     if getattr(feature, "generates", False):
         raise ConfigError(f"output '{name}' is generated text, which cannot be explained here; choose a "
                           f"binary, category, number or set output with output=")
+    if getattr(feature, "reads_inputs", False):
+        raise ConfigError(f"output '{name}' is an anomaly score, which reads the inputs themselves and cannot be "
+                          f"explained by attributions here; choose a binary, category, number or set output")
     if target is None:
         return Selection(feature, names.index(name))
-    if kind not in ("category", "set"):
-        raise ConfigError(f"target= picks a label of a category or set output, but '{name}' is {kind}; "
-                          f"leave target out (a binary output explains its positive class)")
-    labels = [str(label) for label in feature.stats["labels"]]
+    if kind not in ("category", "set", "ranking"):
+        raise ConfigError(f"target= picks a label of a category or set output (or an item of a ranking), but "
+                          f"'{name}' is {kind}; leave target out (a binary output explains its positive class)")
+    labels = [str(label) for label in _labels(feature)]
     if str(target) not in labels:
         raise ConfigError(f"target {target!r} is not a label of output '{name}'{did_you_mean(target, labels)}")
     return Selection(feature, names.index(name), labels.index(str(target)))
@@ -332,7 +344,7 @@ def _explain_chunk(model, frame: pd.DataFrame, method: str, selection: Selection
         if f"{name}_probability" in decoded:
             row["probability"] = _plain(decoded[f"{name}_probability"][position])
         if classes is not None:
-            row["label"] = _plain(selection.feature.stats["labels"][classes[position]])
+            row["label"] = _plain(_labels(selection.feature)[classes[position]])
     return rows
 
 

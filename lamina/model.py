@@ -42,11 +42,20 @@ class Network(nn.Module):
         trunk_size = hidden.size if hidden.layers else width
         # a generating head (text output) also attends to the per-token states of sequence inputs
         memory_sizes = tuple(encoder.state_size for encoder in self.encoders if hasattr(encoder, "state_size"))
-        self.heads = nn.ModuleList(feature.head(trunk_size, memory_sizes) if getattr(feature, "generates", False)
-                                   else feature.head(trunk_size) for feature in outputs)
+        self.heads = nn.ModuleList(self._make_head(feature, trunk_size, memory_sizes, inputs) for feature in outputs)
         self.needs_memory = any(getattr(head, "generates", False) for head in self.heads)
         self.runs, blocks = self._runs()
         self.blocks = nn.ModuleList(blocks)  # only non-persistent constants: the saved keys stay per encoder
+
+    @staticmethod
+    def _make_head(feature, trunk_size: int, memory_sizes: tuple, inputs: list) -> nn.Module:
+        """A generating head also sizes its attention to the token memory; a head that reads the
+        inputs (an anomaly score rebuilding them) is built from the input features."""
+        if getattr(feature, "generates", False):
+            return feature.head(trunk_size, memory_sizes)
+        if getattr(feature, "reads_inputs", False):
+            return feature.head(trunk_size, inputs)
+        return feature.head(trunk_size)
 
     def _runs(self) -> tuple[list[tuple[int, int, int | None]], list[nn.Module]]:
         """(first, end, block) per run of encoders: a run of 2+ consecutive encoders that share a

@@ -89,6 +89,10 @@ def _stats_summary(stats: dict) -> str:
             parts.append(f"{key} {float(stats[key]):.4g}")
     if "vocabulary_size" in stats:
         parts.append(f"{stats['vocabulary_size']} tokens")
+    if "ids" in stats:  # an id input
+        parts.append(f"{len(stats['ids'])} ids of their own (of {stats['distinct_in_training']} seen)")
+    if "items" in stats:  # a ranking output
+        parts.append(f"catalogue of {len(stats['items'])} items, histories of {len(stats['users'])} users")
     return ", ".join(parts) or "-"
 
 
@@ -173,6 +177,23 @@ def _binary_plots(data: dict) -> list[str]:
     return plots
 
 
+def _anomaly_plots(data: dict) -> list[str]:
+    """Histograms of the scores (normal and anomalous rows apart when labelled) and the threshold."""
+    scores = np.array(data["score"], dtype=np.float64)
+    truth = np.array([np.nan if value is None else value for value in data["truth"]], dtype=np.float64)
+    figure, axes = _figure()
+    bins = np.histogram_bin_edges(np.log10(np.maximum(scores, 1e-6)), bins=40)
+    groups = [(data["labels"][0], truth == 0), (data["labels"][1], truth == 1), ("unlabelled", np.isnan(truth))]
+    for label, rows in groups:
+        if rows.any():
+            axes.hist(np.log10(np.maximum(scores[rows], 1e-6)), bins=bins, alpha=0.6, density=True, label=label)
+    if data["threshold"] is not None:
+        axes.axvline(np.log10(max(data["threshold"], 1e-6)), color="black", linestyle=":", label="threshold")
+    axes.set(xlabel="log10 anomaly score", ylabel="density", title="anomaly scores")
+    axes.legend()
+    return [_png(figure)]
+
+
 def _category_plots(data: dict) -> list[str]:
     truth, predicted, labels = np.array(data["truth"]), np.array(data["predicted"]), data["labels"]
     known = truth >= 0
@@ -208,7 +229,8 @@ def plots_section(model) -> str:
     evaluation = getattr(model, "evaluation_", None)
     if not evaluation:
         return "<h2>Test predictions</h2><p>This model folder keeps no test predictions (no test rows).</p>"
-    draw = {"binary": _binary_plots, "category": _category_plots, "number": _number_plots, "text": _text_examples}
+    draw = {"binary": _binary_plots, "category": _category_plots, "number": _number_plots, "text": _text_examples,
+            "anomaly": _anomaly_plots}
     blocks = []
     for name, data in evaluation.items():
         plots = draw[data["type"]](data) if data["type"] in draw else []
@@ -295,13 +317,14 @@ def examples_section(model, explanation: dict) -> str:
 
 
 def _explainable(model) -> bool:
-    return not getattr(model.outputs_[0], "generates", False)
+    return not getattr(model.outputs_[0], "generates", False) and not getattr(model.outputs_[0], "reads_inputs", False)
 
 
 def understanding(model, data: Any) -> tuple[dict | None, dict | None, str]:
     """Global importance on the test rows and explanations of a few of them (or why not)."""
     if not _explainable(model):
-        return None, None, "Generated-text outputs are not explained by attributions."
+        return None, None, ("Generated-text outputs and anomaly scores (which read the inputs themselves) are not "
+                            "explained by attributions.")
     from lamina.compare import training_rows
 
     try:

@@ -242,5 +242,6 @@ def test_json_schema_has_per_type_options():
     assert "weight" in definitions["BinaryOutput"]["properties"]
     assert "weight" not in definitions["BinaryInput"]["properties"]
     mapping = schema["properties"]["inputs"]["items"]["discriminator"]["mapping"]
-    assert set(mapping) == set(REGISTRY)
+    assert set(mapping) == {name for name in REGISTRY if getattr(REGISTRY[name], "CAN_BE_INPUT", True)}
+    assert "ranking" not in mapping  # output-only types are not offered as inputs
     assert definitions["NumberInput"]["additionalProperties"] is False

