@@ -69,6 +69,7 @@ benchmarks: setup
 	$(BIN)/python benchmarks/csv_throughput.py
 	$(BIN)/python benchmarks/fashion_mnist.py
 	$(BIN)/python benchmarks/intrusion.py
+	$(BIN)/python benchmarks/movielens.py
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/text_sentiment.py
 	$(BIN)/python benchmarks/translation.py
