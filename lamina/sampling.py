@@ -3,6 +3,8 @@
 preprocessing stats were fitted on the original rows; validation and test rows stay as they are."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -50,6 +52,10 @@ def resample(table: dict, outputs: list, seed: int) -> tuple[dict, dict | None]:
         return table, None
     feature = asking[0]
     options, labels = feature.config, feature.stats["labels"]
+    if options.class_weights is not None:
+        warnings.warn(f"output '{options.name}' both resamples its training rows (sampling: {options.sampling}) and "
+                      f"weighs its classes (class_weights): the rare class is boosted twice; usually one is enough",
+                      stacklevel=3)
     codes = table["targets"][options.name].numpy().astype(np.int64)  # binary 0./1. or category codes
     picked = positions(codes, options.sampling, options.sampling_ratio, seed)
 

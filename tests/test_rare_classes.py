@@ -83,6 +83,12 @@ def test_sampling_resamples_only_the_training_rows():
                                                                           == "yes").sum()
 
 
+def test_sampling_with_class_weights_warns_of_the_double_boost():
+    with pytest.warns(UserWarning, match="boosted twice"):
+        lamina.Model(small_config(sampling="over", sampling_ratio=0.5, class_weights="balanced")).fit(
+            rare_frame(), quiet=True)
+
+
 @pytest.mark.parametrize("config, message", [
     ({"inputs": [{"name": "x", "type": "number"}],
       "outputs": [{"name": "a", "type": "binary", "sampling": "over"},
