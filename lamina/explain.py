@@ -191,6 +191,9 @@ class Selection:
         return f"logit of {name} = {which}"
 
 
+RECONSTRUCTION = "reconstruction_error"  # how anomaly scores are explained
+
+
 def _labels(feature) -> list:
     """The classes of a classifier's output, or the catalogue items of a ranking."""
     return feature.stats["labels"] if "labels" in feature.stats else feature.stats["items"]
@@ -207,9 +210,6 @@ def select_output(model, output: str | None, target: Any) -> Selection:
     if getattr(feature, "generates", False):
         raise ConfigError(f"output '{name}' is generated text, which cannot be explained here; choose a "
                           f"binary, category, number or set output with output=")
-    if getattr(feature, "reads_inputs", False):
-        raise ConfigError(f"output '{name}' is an anomaly score, which reads the inputs themselves and cannot be "
-                          f"explained by attributions here; choose a binary, category, number or set output")
     if target is None:
         return Selection(feature, names.index(name))
     if kind not in ("category", "set", "ranking"):
@@ -351,9 +351,14 @@ def _explain_chunk(model, frame: pd.DataFrame, method: str, selection: Selection
 def explain(model, frame: pd.DataFrame, method: str = "integrated_gradients", output: str | None = None,
             target: Any = None, steps: int = 50) -> dict:
     """Attributions for every row of `frame` (see Model.explain for the structure returned)."""
-    if method not in METHODS:
+    if method not in METHODS + (RECONSTRUCTION,):
         raise ConfigError(f"unknown explanation method '{method}'{did_you_mean(method, METHODS)}")
     selection = select_output(model, output, target)
+    if getattr(selection.feature, "reads_inputs", False):
+        return explain_anomaly(model, frame, selection, method)
+    if method == RECONSTRUCTION:
+        raise ConfigError(f"method {RECONSTRUCTION} explains anomaly scores only; '{selection.feature.config.name}' "
+                          f"is {selection.feature.config.type}: choose one of {', '.join(METHODS)}")
     _captum()  # fail before any work when Captum is missing
     rows = []
     for start in range(0, len(frame), CHUNK_ROWS):
@@ -364,6 +369,36 @@ def explain(model, frame: pd.DataFrame, method: str = "integrated_gradients", ou
     return {"output": selection.feature.config.name, "method": method, "explained": selection.describe(),
             "complete": method in COMPLETE_METHODS,
             "baselines": {name: BASELINES.get(kind, "") for name, kind in kinds.items()}, "rows": rows}
+
+
+def explain_anomaly(model, frame: pd.DataFrame, selection: Selection, method: str) -> dict:
+    """An anomaly score is the mean of the inputs' reconstruction errors, so each rebuilt input's
+    error / count is its exact share of the score: which values looked unlike the normal rows.
+    (Inputs that are not rebuilt, such as text or ids, shape the encoding but take no share.)"""
+    if method not in ("integrated_gradients", RECONSTRUCTION):
+        raise ConfigError(f"an anomaly score is explained by its reconstruction errors (method {RECONSTRUCTION}); "
+                          f"leave method out instead of '{method}'")
+    network, head = model.network_.eval(), model.network_.heads[selection.head]
+    name, rows = selection.feature.config.name, []
+    for start in range(0, len(frame), 4096):  # no gradients: large chunks
+        part = frame.iloc[start:start + 4096]
+        inputs = tensors(part, model.inputs_)["inputs"]
+        with torch.no_grad():
+            errors = head.errors(network.encode(inputs)[0], inputs) / len(head.names)  # (B, rebuilt inputs)
+        decoded = selection.feature.decode(errors.sum(1))
+        for position, (row, shares) in enumerate(zip(part.index, errors.tolist())):
+            score = float(decoded[f"{name}_score"][position])
+            rows.append({"row": _plain(row), "prediction": _plain(decoded[name][position]),
+                         "output_value": score, "baseline_value": 0.0, "attribution_sum": float(sum(shares)),
+                         "delta": float(sum(shares)) - score, "scores": dict(zip(head.names, shares)),
+                         "tokens": {}, "heat_maps": {}, "steps": {},
+                         "values": {f.config.name: _plain(part[f.config.name].iloc[position])
+                                    for f in model.inputs_ if f.config.name in head.names}})
+    return {"output": name, "method": RECONSTRUCTION, "complete": True,
+            "explained": f"{name} score = mean reconstruction error of the rebuilt inputs; each input's share "
+                         f"(threshold {selection.feature.stats.get('threshold', float('nan')):.4g})",
+            "baselines": {input_name: "a perfect reconstruction (error 0)" for input_name in head.names},
+            "rows": rows}
 
 
 def permutation_importance(model, frame: pd.DataFrame, selection: Selection, repeats: int, seed: int) -> dict:
@@ -407,7 +442,18 @@ def importance(model, frame: pd.DataFrame, output: str | None = None, target: An
     explained = explain(model, sample, method, output, target, steps)
     names = [feature.config.name for feature in model.inputs_]
     mean_absolute = {name: float(np.mean([abs(row["scores"][name]) for row in explained["rows"]])) for name in names}
-    return {"output": selection.feature.config.name, "method": method, "rows": len(frame),
+    return {"output": selection.feature.config.name, "method": explained["method"], "rows": len(frame),
             "attribution_rows": len(sample),
             "mean_absolute_attribution": dict(sorted(mean_absolute.items(), key=lambda item: -item[1])),
-            "permutation": permutation_importance(model, frame, selection, repeats, seed)}
+            "permutation": _permutation_or_none(model, frame, selection, repeats, seed)}
+
+
+def _permutation_or_none(model, frame: pd.DataFrame, selection: Selection, repeats: int, seed: int) -> dict | None:
+    """Permutation importance; None for an anomaly score on rows without both normal and anomalous
+    labels (its ROC AUC, the measured quantity, needs both)."""
+    try:
+        return permutation_importance(model, frame, selection, repeats, seed)
+    except DataError:
+        if getattr(selection.feature, "reads_inputs", False):
+            return None
+        raise

@@ -102,6 +102,9 @@ def importance_summary(result: dict, top: int = 10) -> str:
     lines = [f"importance for output {result['output']}: mean |attribution| over {result['attribution_rows']} rows "
              f"({result['method']})"]
     lines += [f"  {name:<24} {value:.4g}" for name, value in list(result["mean_absolute_attribution"].items())[:top]]
+    if not permutation:
+        return "\n".join(lines + ["permutation importance: not measurable on these rows (an anomaly score needs "
+                                  "both normal and anomalous labels)"])
     lines.append(f"permutation importance over {result['rows']} rows: drop in {permutation['metric']} "
                  f"(reference {permutation['reference']:.4g})")
     lines += [f"  {name:<24} {value['mean']:+.4g} ± {value['std']:.2g}"

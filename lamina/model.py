@@ -78,6 +78,12 @@ class Network(nn.Module):
                 ) -> dict[str, torch.Tensor]:
         """Outputs per head. `targets` are only read by generating heads (teacher forcing); without
         them those heads generate."""
+        hidden, memory = self.encode(inputs)
+        return {name: self._head(head, hidden, memory, inputs, (targets or {}).get(name))
+                for name, head in zip(self.output_names, self.heads)}
+
+    def encode(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list]:
+        """The last hidden layer (B, H), and the token memory of sequence inputs when a head needs it."""
         vectors, memory = [], []
         for start, end, block in self.runs:
             if block is not None:
@@ -90,9 +96,7 @@ class Network(nn.Module):
             else:
                 vector = encoder(inputs[name])  # (B, D)
             vectors.append(vector)
-        hidden = self.trunk(torch.cat(vectors, dim=1))  # (B, H)
-        return {name: self._head(head, hidden, memory, inputs, (targets or {}).get(name))
-                for name, head in zip(self.output_names, self.heads)}
+        return self.trunk(torch.cat(vectors, dim=1)), memory  # (B, H)
 
     @staticmethod
     def _head(head, hidden, memory, inputs, target):

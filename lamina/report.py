@@ -262,12 +262,12 @@ def _bars(scores: dict[str, float], title: str, error: dict[str, float] | None =
 def importance_section(result: dict) -> str:
     attribution = result["mean_absolute_attribution"]
     permutation = result["permutation"]
-    drops = {name: values["mean"] for name, values in permutation["features"].items()}
-    spread = {name: values["std"] for name, values in permutation["features"].items()}
-    return ("<h2>What the model relies on</h2><div class='plots'>"
-            + _bars(attribution, "mean |attribution| per input")
-            + _bars(drops, f"permutation importance: {permutation['metric']} lost when shuffled", spread)
-            + "</div>")
+    bars = _bars(attribution, "mean |attribution| per input")
+    if permutation:  # None: not measurable (an anomaly score on unlabelled rows)
+        drops = {name: values["mean"] for name, values in permutation["features"].items()}
+        spread = {name: values["std"] for name, values in permutation["features"].items()}
+        bars += _bars(drops, f"permutation importance: {permutation['metric']} lost when shuffled", spread)
+    return "<h2>What the model relies on</h2><div class='plots'>" + bars + "</div>"
 
 
 def _highlighted(tokens: list) -> str:
@@ -317,14 +317,13 @@ def examples_section(model, explanation: dict) -> str:
 
 
 def _explainable(model) -> bool:
-    return not getattr(model.outputs_[0], "generates", False) and not getattr(model.outputs_[0], "reads_inputs", False)
+    return not getattr(model.outputs_[0], "generates", False)
 
 
 def understanding(model, data: Any) -> tuple[dict | None, dict | None, str]:
     """Global importance on the test rows and explanations of a few of them (or why not)."""
     if not _explainable(model):
-        return None, None, ("Generated-text outputs and anomaly scores (which read the inputs themselves) are not "
-                            "explained by attributions.")
+        return None, None, "Generated-text outputs are not explained by attributions."
     from lamina.compare import training_rows
 
     try:

@@ -108,8 +108,27 @@ def test_unlabelled_training_uses_every_row():
     assert model.evaluate(frame)["label"]["flagged"] == pytest.approx(0.01, abs=0.02)
     result = model.compare(frame, resamples=10)
     assert result["skipped"] and "without labels" in result["verdict"]
-    with pytest.raises(ConfigError, match="anomaly score"):
-        model.explain(frame.head(2))
+    importance = model.importance(frame.head(200))  # shares of the score; no labels: no permutation
+    assert importance["permutation"] is None and set(importance["mean_absolute_attribution"]) == {"a", "b", "side", "flag"}
+    with pytest.raises(ConfigError, match="explained by its reconstruction errors"):
+        model.explain(frame.head(2), method="saliency")
+
+
+def test_explanations_split_the_score_into_each_inputs_reconstruction_error(labelled):
+    frame, model = labelled
+    broken = frame[frame["label"] == "attack"].head(40)
+    flipped = broken[(broken["side"] == np.where(broken["a"] > 0, "up", "down"))]  # b = -2a broke these rows
+    explanation = model.explain(flipped.head(3))
+    assert explanation["method"] == "reconstruction_error" and explanation["complete"]
+    scores = model.predict(flipped.head(3))["label_score"].to_numpy()
+    for row, score in zip(explanation["rows"], scores):
+        assert sum(row["scores"].values()) == pytest.approx(score, rel=1e-5) and abs(row["delta"]) < 1e-5
+        assert max(row["scores"], key=row["scores"].get) in ("a", "b")  # the broken relation, not side or flag
+        assert set(row["values"]) == {"a", "b", "side", "flag"}
+    with pytest.raises(ConfigError, match="explains anomaly scores only"):
+        lamina.Model({"inputs": INPUTS[:1], "outputs": [{"name": "b", "type": "number"}],
+                      "training": {"epochs": 1}}).fit(frame, quiet=True).explain(frame.head(1),
+                                                                                   method="reconstruction_error")
 
 
 def test_missing_values_in_inputs_are_filled_and_missing_labels_dropped():
@@ -181,7 +200,7 @@ def test_lamina_train_on_the_intrusion_example(tmp_path, labels):
     assert ("normal ones" in out) == labels
     assert ("no classic baseline" in out) == (not labels)
     report = (tmp_path / "model" / "report.html").read_text()
-    assert "label (anomaly, " in report and "not explained by attributions" in report
+    assert "label (anomaly, " in report and "Explained examples" in report and "reconstruction error" in report
 
 
 # --- the data sets ------------------------------------------------------------------------------------
@@ -215,7 +234,7 @@ def test_phishing_loads_from_rivers_copy():
     assert frame.shape == (1250, 10) and set(frame["is_phishing"]) == {0, 1}
 
 
-def test_served_scores_match_predict_and_explain_says_why_not(labelled, tmp_path):
+def test_served_scores_match_predict_and_explanations_add_up(labelled, tmp_path):
     pytest.importorskip("fastapi", reason="lamina serve needs the serve extra: pip install 'lamina[serve]'")
     from fastapi.testclient import TestClient
 
@@ -226,12 +245,14 @@ def test_served_scores_match_predict_and_explain_says_why_not(labelled, tmp_path
     rows = frame.drop(columns="label").head(3).to_dict(orient="records")
     with TestClient(create_app(lamina.load(tmp_path / "model"), str(tmp_path / "model"))) as client:
         served = client.post("/predict", json={"rows": rows})
-        refused = client.post("/explain", json={"rows": rows[:1]})
+        explained = client.post("/explain", json={"rows": rows[:1]})
         metadata = client.get("/metadata").json()
     want = model.predict(pd.DataFrame(rows))
     assert served.status_code == 200, served.text
     got = served.json()["predictions"]
     assert [row["label"] for row in got] == list(want["label"])
     assert [row["label_score"] for row in got] == pytest.approx(list(want["label_score"]), rel=1e-6)
-    assert refused.status_code in (400, 422) and "anomaly score" in refused.text
+    assert explained.status_code == 200, explained.text
+    shares = explained.json()["explanations"]["rows"][0]["scores"]
+    assert sum(shares.values()) == pytest.approx(got[0]["label_score"], rel=1e-5)
     assert [output["type"] for output in metadata["outputs"]] == ["anomaly"]
