@@ -13,8 +13,8 @@ import torch
 
 from lamina import artifact, compare as comparison, evaluation, features, sampling, train
 from lamina.config import Config, load_config
-from lamina.data import (add_absent_labels, check_columns, columns_of, learning_rows, read_table, rows_to_keep,
-                         split_rows, tensors)
+from lamina.data import (add_absent_labels, check_columns, columns_of, columns_read, learning_rows, read_table,
+                         rows_to_keep, split_rows, tensors)
 from lamina.errors import ArtifactError, DataError
 from lamina.model import Network
 
@@ -30,12 +30,6 @@ def _frame(data: Any) -> tuple[pd.DataFrame, str]:
     elif isinstance(data, list):
         data = pd.DataFrame(data)
     return read_table(data)
-
-
-def _reads(outputs: list) -> list[str]:
-    """Columns outputs read besides their own: a ranking's user column and item side features."""
-    return [name for feature in outputs if getattr(feature, "type", None) == "ranking"
-            for name in [feature.user] + [item["name"] for item in feature.item_inputs]]
 
 
 def _tune(outputs: list, network, validation: dict | None, training: dict) -> None:
@@ -73,10 +67,10 @@ class Model:
         config = self.config
         frame, source = _frame(data)
         frame = add_absent_labels(frame, config.outputs)
-        check_columns(frame, [f.name for f in config.inputs + config.outputs] + _reads(config.outputs), source)
         torch.manual_seed(config.training.seed)
         inputs = [features.build(feature) for feature in config.inputs]
         outputs = [features.build(feature) for feature in config.outputs]
+        check_columns(frame, columns_read(inputs + outputs), source)
         keep = rows_to_keep(frame, inputs, outputs)
         frame = frame[keep]
         if frame.empty:
@@ -136,8 +130,7 @@ class Model:
         self._check_fitted()
         frame, source = _frame(data)
         frame = add_absent_labels(frame, self.config.outputs)
-        check_columns(frame, [f.config.name for f in self.inputs_ + self.outputs_] + _reads(self.config.outputs),
-                      source)
+        check_columns(frame, columns_read(self.inputs_ + self.outputs_), source)
         frame = frame[rows_to_keep(frame, self.inputs_, self.outputs_)]
         if frame.empty:
             raise DataError(f"{source} has no rows with the outputs filled in; nothing to evaluate")
@@ -151,20 +144,23 @@ class Model:
         if frame.empty:
             raise DataError(f"{source} has no rows; nothing to predict")
         check_columns(frame, [f.config.name for f in self.inputs_], source)
-        if not any(hasattr(feature, "recommend") for feature in self.outputs_):
-            return self._decode(frame, train.predict_raw(self.network_, tensors(frame, self.inputs_)))
-        # a ranking scores every item for every row: go in chunks to bound memory
-        return pd.concat([self._decode(part, train.predict_raw(self.network_, tensors(part, self.inputs_)))
-                          for part in (frame.iloc[start:start + RANKING_CHUNK]
-                                       for start in range(0, len(frame), RANKING_CHUNK))])
+        return pd.concat([self._decode(part, raw) for part, raw in self._scored(frame)])
 
-    def _decode(self, frame: pd.DataFrame, raw: dict, k: int | None = None, exclude_seen: bool = True
-                ) -> pd.DataFrame:
+    def _scored(self, frame: pd.DataFrame):
+        """(rows, raw outputs) for all rows at once, or chunk by chunk when a ranking output scores
+        every item for every row (memory would grow with rows x items)."""
+        ranking = any(hasattr(feature, "recommend") for feature in self.outputs_)
+        size = RANKING_CHUNK if ranking else max(len(frame), 1)
+        for start in range(0, len(frame), size):
+            part = frame.iloc[start:start + size]
+            yield part, train.predict_raw(self.network_, tensors(part, self.inputs_))
+
+    def _decode(self, frame: pd.DataFrame, raw: dict) -> pd.DataFrame:
         columns: dict[str, Any] = {}
         for feature in self.outputs_:
             output = raw[feature.config.name]
             if hasattr(feature, "recommend"):  # a user's training choices are left out
-                columns.update(feature.recommend(output, frame[feature.config.user], k, exclude_seen))
+                columns.update(feature.recommend(output, frame[feature.config.user]))
             else:
                 columns.update(feature.decode(output))
         return pd.DataFrame(columns, index=frame.index)
@@ -191,13 +187,9 @@ class Model:
         if frame.empty:
             raise DataError(f"{source} has no rows; nothing to recommend")
         check_columns(frame, [f.config.name for f in self.inputs_], source)
-        parts = []
-        for start in range(0, len(frame), RANKING_CHUNK):
-            part = frame.iloc[start:start + RANKING_CHUNK]
-            raw = train.predict_raw(self.network_, tensors(part, self.inputs_))[feature.config.name]
-            parts.append(pd.DataFrame(feature.recommend(raw, part[feature.config.user], k, exclude_seen),
-                                      index=part.index))
-        result = pd.concat(parts)
+        result = pd.concat([pd.DataFrame(feature.recommend(raw[feature.config.name], part[feature.config.user], k,
+                                                           exclude_seen), index=part.index)
+                            for part, raw in self._scored(frame)])
         result.insert(0, feature.config.user, frame[feature.config.user].to_numpy())
         return result
 
@@ -247,7 +239,7 @@ class Model:
         if frame.empty:
             raise DataError(f"{source} has no rows; nothing to measure")
         frame = add_absent_labels(frame, self.config.outputs)
-        check_columns(frame, [f.config.name for f in self.inputs_ + self.outputs_], source)
+        check_columns(frame, columns_read(self.inputs_ + self.outputs_), source)
         return importance(self, frame, output, target, method, rows, repeats, seed)
 
     def save(self, path: str | Path) -> Path:

@@ -114,7 +114,7 @@ def _recommend(args) -> None:
     if isinstance(users, list) and not users:
         raise DataError("--users is empty; give user ids separated by commas (--users 1,2,3) or a file of rows")
     wide = model.recommend(users, k=args.k, exclude_seen=not args.include_seen, output=args.output_name)
-    user, item = wide.columns[0], wide.columns[1]
+    item = wide.columns[1]  # after the user column
     long = wide.explode([item, f"{item}_scores"])  # one line per (user, recommended item)
     long.insert(1, "rank", long.groupby(level=0).cumcount() + 1)
     long = long.rename(columns={f"{item}_scores": "score"}).reset_index(drop=True)

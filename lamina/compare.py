@@ -14,8 +14,8 @@ from scipy.stats import rankdata
 
 import lamina
 from lamina import baseline, features, train
-from lamina.data import (add_absent_labels, check_columns, columns_of, learning_rows, read_table, rows_to_keep,
-                         split_rows, tensors)
+from lamina.data import (add_absent_labels, check_columns, columns_of, columns_read, learning_rows, read_table,
+                         rows_to_keep, split_rows, tensors)
 from lamina.errors import ArtifactError, DataError
 from lamina.features import anomaly, number
 
@@ -137,8 +137,7 @@ def training_rows(model, data: Any) -> tuple[pd.DataFrame, dict[str, np.ndarray]
                             "train it again with this version of lamina")
     frame, source = read_table(data)
     frame = add_absent_labels(frame, model.config.outputs)
-    reads = [name for feature in model.outputs_ for name in getattr(feature, "reads", [])]
-    check_columns(frame, [f.config.name for f in model.inputs_ + model.outputs_] + reads, source)
+    check_columns(frame, columns_read(model.inputs_ + model.outputs_), source)
     frame = frame[rows_to_keep(frame, model.inputs_, model.outputs_)]
     parts = split_rows(frame, model.config)
     counts = {part: int(len(rows)) for part, rows in parts.items()}

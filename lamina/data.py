@@ -207,6 +207,11 @@ def columns_of(feature, frame: pd.DataFrame):
     return frame[[feature.config.name, *extra]] if extra else frame[feature.config.name]
 
 
+def columns_read(features: list) -> list[str]:
+    """The columns these built features read: their own, and the others a ranking `reads`."""
+    return [name for feature in features for name in [feature.config.name, *getattr(feature, "reads", [])]]
+
+
 def rows_to_keep(frame: pd.DataFrame, inputs: list, outputs: list) -> np.ndarray:
     """Rows usable for training/evaluation: targets present, no missing value where a feature
     says missing: drop, and none of the rows an input's optional `bad_rows(column)` marks."""

@@ -10,6 +10,8 @@ import pandas as pd
 from scipy import sparse
 from sklearn.decomposition import TruncatedSVD
 
+from lamina.data import columns_of
+
 SVD_RANKS = (16, 32, 64, 128)  # candidate ranks, picked on validation NDCG@10
 
 
@@ -47,7 +49,7 @@ class PureSVD:
 
 def interaction_matrix(feature, frame: pd.DataFrame) -> sparse.csr_matrix:
     """Users x catalogue items, 1 where the user chose the item in these rows."""
-    target = feature.target(frame[[feature.config.name, *feature.reads]]).numpy()
+    target = feature.target(columns_of(feature, frame)).numpy()
     keep = (target[:, 0] >= 0) & (target[:, 1] >= 0)
     shape = (len(feature.stats["users"]), len(feature.stats["items"]))
     matrix = sparse.csr_matrix((np.ones(int(keep.sum()), dtype=np.float32), (target[keep, 1], target[keep, 0])),

@@ -8,7 +8,6 @@ import base64
 import datetime
 import html
 import io
-import json
 from typing import Any
 
 import numpy as np
