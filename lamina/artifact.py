@@ -4,17 +4,25 @@ manifest of checksums. Nothing is pickled."""
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import os
+import re
+import secrets
+import shutil
+import socket
+import stat
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_tensors, save_file
 
 import lamina
+from lamina.config import MAX_NESTING, MAX_YAML_VALUES, load_config, nesting_problem
 from lamina.errors import ArtifactError, ConfigError
 
 FORMAT_VERSION = 1
@@ -22,6 +30,63 @@ MANIFEST = "manifest.json"
 COMPARISON = "comparison.json"  # optional: written by `lamina compare`, read back as Model.comparison_
 EVALUATION = "evaluation.json"  # optional (absent in folders saved before it existed): Model.evaluation_
 OPTIONAL = (COMPARISON, EVALUATION)
+# every file the loader parses; each must be listed in the manifest, so none is read unchecked
+REQUIRED = ("config.yaml", "stats.json", "weights.safetensors", "metrics.json", "history.json")
+MAX_MANIFEST_BYTES = 1 << 20  # a manifest lists a dozen files; anything larger is not one lamina wrote
+# a manifest names files of this one folder: no separators, no '..', no leading dot, no NUL or control bytes
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+# files and folders being written carry this prefix with the writer's process id and host, so the
+# leftovers of a killed writer can be told from a save still under way in a live process
+TEMPORARY = ".saving-"
+TEMPORARY_NAME = re.compile(r"\.saving-(\d+)-([0-9a-f]{8})-[A-Za-z0-9_.-]+")
+OLD_TEMPORARY_NAME = re.compile(r"\.saving-[a-z0-9_]{8}")  # names saves used before they carried a process id
+ABANDONED_SECONDS = 24 * 3600  # when the writer cannot be asked (another host, no process id): a day untouched
+
+
+def _host() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def temporary_name(label: str = "") -> str:
+    """A name for a file or folder being written (hidden, unique, owned by this process)."""
+    return f"{TEMPORARY}{os.getpid()}-{_host()}-{secrets.token_hex(4)}{'-' + label if label else ''}"
+
+
+def _abandoned(entry: os.DirEntry) -> bool:
+    """Whether a temporary entry was left by a writer that is gone (killed mid-save)."""
+    match = TEMPORARY_NAME.fullmatch(entry.name)
+    if match is None and OLD_TEMPORARY_NAME.fullmatch(entry.name) is None:
+        return False  # not lamina's: never touched
+    if match and match[2] == _host() and os.name == "posix":  # on Windows, os.kill(pid, 0) sends Ctrl+C
+        try:
+            os.kill(int(match[1]), 0)  # signal 0 only asks whether the process exists
+        except ProcessLookupError:
+            return True
+        except (PermissionError, OverflowError):  # PermissionError: alive, another user's
+            return False
+        return False
+    try:
+        return time.time() - entry.stat(follow_symlinks=False).st_mtime > ABANDONED_SECONDS
+    except OSError:
+        return False
+
+
+def remove_leftovers(*folders: Path) -> None:
+    """Remove what killed saves left in these folders (temporary files and staging folders of
+    processes no longer running); a save under way in a live process is left alone."""
+    for folder in folders:
+        try:
+            entries = [entry for entry in os.scandir(folder) if entry.name.startswith(TEMPORARY)]
+        except OSError:  # a folder not there (yet) or not readable holds nothing to clean
+            continue
+        for entry in entries:
+            if not _abandoned(entry):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)  # best effort: another cleaner may race us
+            else:
+                Path(entry.path).unlink(missing_ok=True)
 
 
 def _sha256(path: Path) -> str:
@@ -54,37 +119,61 @@ def write_history_csv(history: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
-def save(model, path: str | Path) -> Path:
-    """Write every file to a temporary folder, then move them in with the manifest last: a folder
-    whose manifest is missing or does not match is never mistaken for a good model."""
-    folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
+def _write_parts(model, staging: Path) -> list[str]:
+    """Every file of the model folder except the manifest, written into `staging`; their names."""
     stats = {"format_version": FORMAT_VERSION, "lamina_version": lamina.__version__,
              "inputs": {f.config.name: f.stats for f in model.inputs_},
              "outputs": {f.config.name: f.stats for f in model.outputs_}}
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".saving-") as staging:
-        staging = Path(staging)
-        (staging / "config.yaml").write_text(yaml.safe_dump(model.config.to_dict(), sort_keys=False), "utf-8")
-        (staging / "stats.json").write_text(json.dumps(stats, indent=1), "utf-8")
-        weights = {key: value.detach().contiguous() for key, value in model.network_.state_dict().items()}
-        save_file(weights, staging / "weights.safetensors", metadata={"format": "pt"})
-        (staging / "metrics.json").write_text(json.dumps(model.metrics_, indent=1), "utf-8")
-        (staging / "history.json").write_text(json.dumps(model.training_, indent=1), "utf-8")
-        write_history_csv(model.training_.get("history", []), staging / "history.csv")
-        for name, value in ((COMPARISON, getattr(model, "comparison_", None)),
-                            (EVALUATION, getattr(model, "evaluation_", None))):
-            if value is not None:
-                (staging / name).write_text(json.dumps(value), "utf-8")
-        files = sorted(item.name for item in staging.iterdir())
-        manifest = {"format_version": FORMAT_VERSION, "lamina_version": lamina.__version__,
-                    "files": {name: _entry(staging / name) for name in files}}
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1), "utf-8")
+    (staging / "config.yaml").write_text(yaml.safe_dump(model.config.to_dict(), sort_keys=False), "utf-8")
+    (staging / "stats.json").write_text(json.dumps(stats, indent=1), "utf-8")
+    weights = {key: value.detach().contiguous() for key, value in model.network_.state_dict().items()}
+    save_file(weights, staging / "weights.safetensors", metadata={"format": "pt"})
+    (staging / "metrics.json").write_text(json.dumps(model.metrics_, indent=1), "utf-8")
+    (staging / "history.json").write_text(json.dumps(model.training_, indent=1), "utf-8")
+    write_history_csv(model.training_.get("history", []), staging / "history.csv")
+    for name, value in ((COMPARISON, getattr(model, "comparison_", None)),
+                        (EVALUATION, getattr(model, "evaluation_", None))):
+        if value is not None:
+            (staging / name).write_text(json.dumps(value), "utf-8")
+    files = sorted(item.name for item in staging.iterdir())
+    # safetensors writes its file private (0600); every file gets the mode the umask gives a new file
+    mode = (staging / "config.yaml").stat().st_mode & 0o777
+    for name in files:
+        os.chmod(staging / name, mode)
+    manifest = {"format_version": FORMAT_VERSION, "lamina_version": lamina.__version__,
+                "files": {name: _entry(staging / name) for name in files}}
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=1), "utf-8")
+    return files
+
+
+def save(model, path: str | Path) -> Path:
+    """Write every file to a staging folder, then move them in. A new folder appears whole, in one
+    rename; an existing one loses its manifest first and gets the new one last, so a folder whose
+    manifest is missing or does not match is never mistaken for a good model."""
+    folder = Path(path)
+    fresh = not folder.exists()
+    home = folder.parent if fresh else folder  # staging sits on the same file system, for atomic renames
+    home.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(folder.parent, folder)
+    staging = home / temporary_name()
+    staging.mkdir()  # not tempfile.mkdtemp: that folder would be private (0700), and may become the model
+    try:
+        files = _write_parts(model, staging)
+        if fresh:
+            try:
+                os.rename(staging, folder)  # also replaces an empty folder created meanwhile
+                return folder
+            except OSError:
+                if not folder.is_dir():
+                    raise
         (folder / MANIFEST).unlink(missing_ok=True)
         for name in OPTIONAL:  # an extra of an earlier model in this folder does not describe this one
             if name not in files:
                 (folder / name).unlink(missing_ok=True)
         for name in files + [MANIFEST]:
             os.replace(staging / name, folder / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already when the folder was renamed into place
     return folder
 
 
@@ -94,7 +183,7 @@ def _entry(path: Path) -> dict:
 
 def _write_atomically(path: Path, text: str) -> None:
     """Write beside the target, then rename over it: readers see the old file or the new, never half."""
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=".saving-",
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=temporary_name() + "-",
                                      delete=False) as handle:
         handle.write(text)
     like = path if path.exists() else path.parent / MANIFEST
@@ -110,6 +199,7 @@ def add_file(path: str | Path, name: str, text: str) -> Path:
         raise ArtifactError(f"'{name}' is not an optional file of a model folder; expected one of {OPTIONAL}")
     folder = Path(path)
     manifest = verify(folder)
+    remove_leftovers(folder)
     files = manifest["files"]
     if files.pop(name, None) is not None:
         _write_atomically(folder / MANIFEST, json.dumps(manifest, indent=1))
@@ -120,57 +210,150 @@ def add_file(path: str | Path, name: str, text: str) -> Path:
     return folder / name
 
 
+def _read_plain(file: Path, size: int | None = None, limit: int | None = None) -> bytes:
+    """The bytes of a plain file of the model folder. Links are refused (they could lead out of the
+    folder), and so are FIFOs and devices (reading one could hang or never end); the size the
+    manifest gives (`size`) or a bound (`limit`) is checked before a byte is read."""
+    link = (f"'{file}' is a symbolic link; a model folder holds plain files: copy the file it points to "
+            f"in its place, or restore the folder")
+    if file.is_symlink():
+        raise ArtifactError(link)
+    # O_NOFOLLOW: a link swapped in after the check above is still refused; O_NONBLOCK: a FIFO opens at once
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        descriptor = os.open(file, flags)
+    except FileNotFoundError:
+        raise ArtifactError(f"'{file}' is missing from the model folder; copy the whole folder") from None
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+        raise ArtifactError(link) from None
+    with os.fdopen(descriptor, "rb") as handle:
+        found = os.fstat(handle.fileno())
+        if not stat.S_ISREG(found.st_mode):
+            raise ArtifactError(f"'{file}' is not a plain file; restore it from the original model folder")
+        if size is not None and found.st_size != size:
+            _mismatch(file)
+        if limit is not None and found.st_size > limit:
+            raise ArtifactError(f"'{file}' is larger than {limit} bytes, far more than lamina writes there; the "
+                                f"model folder cannot be trusted: restore it from the original")
+        data = handle.read(found.st_size + 1)  # one byte more shows a file that grew while being read
+    if size is not None and len(data) != size:
+        _mismatch(file)
+    return data
+
+
+def _mismatch(file: Path):
+    raise ArtifactError(f"'{file}' does not match its checksum in {MANIFEST}: it was truncated or "
+                        f"modified; restore it from the original model folder")
+
+
+def _manifest(folder: Path) -> dict:
+    """The manifest, checked for shape: a format this lamina reads, entries that each name a plain
+    file of this folder with its SHA-256 and size, and every file the loader reads among them."""
+    if not folder.is_dir():
+        raise ArtifactError(f"model folder '{folder}' does not exist; give the --output folder of `lamina train`")
+    path = folder / MANIFEST
+    if not path.exists() and not path.is_symlink():
+        raise ArtifactError(f"'{folder}' is not a complete lamina model: {MANIFEST} is missing (the save was "
+                            f"interrupted or this is another folder); train again or use --resume")
+    data = _read_plain(path, limit=MAX_MANIFEST_BYTES)
+    damaged = f"'{path}' is damaged; the model folder cannot be trusted: restore it from the original"
+    try:
+        manifest = json.loads(data.decode("utf-8"))
+    except RecursionError:  # the parser recurses once per nesting level
+        raise ArtifactError(f"'{path}' is nested too deeply to be a manifest; the model folder cannot be "
+                            f"trusted: restore it from the original") from None
+    except ValueError:
+        raise ArtifactError(damaged) from None
+    if not isinstance(manifest, dict) or type(manifest.get("format_version")) is not int:
+        raise ArtifactError(damaged)
+    version = manifest["format_version"]
+    if version > FORMAT_VERSION:
+        raise ArtifactError(f"'{folder}' was saved in format {version}, newer than this lamina reads "
+                            f"({FORMAT_VERSION}); upgrade lamina")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise ArtifactError(damaged)
+    for name, entry in files.items():
+        if not PLAIN_NAME.fullmatch(name) or name == MANIFEST:
+            raise ArtifactError(f"{MANIFEST} of '{folder}' lists {name!r}, which is not a file of the model "
+                                f"folder (a path, a name leading out of it or an odd name); the manifest was "
+                                f"tampered with: restore the folder from the original")
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+                and SHA256.fullmatch(entry["sha256"]) and type(entry.get("bytes")) is int and entry["bytes"] >= 0):
+            raise ArtifactError(damaged)
+    for name in REQUIRED:
+        if name not in files:
+            raise ArtifactError(f"'{folder / name}' is not listed in {MANIFEST}, so it cannot be checked; the "
+                                f"manifest was edited by hand: restore the folder from the original save")
+    return manifest
+
+
+def _read_checked(folder: Path, manifest: dict) -> dict[str, bytes]:
+    """Every file the manifest lists, read once and checked: what is parsed is exactly what was
+    hashed, even if the folder changes meanwhile."""
+    contents = {}
+    for name, entry in manifest["files"].items():
+        data = _read_plain(folder / name, size=entry["bytes"])
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            _mismatch(folder / name)
+        contents[name] = data
+    return contents
+
+
 def verify(path: str | Path) -> dict:
     """The manifest of a model folder, once every file it lists matches its checksum."""
     folder = Path(path)
-    if not folder.is_dir():
-        raise ArtifactError(f"model folder '{folder}' does not exist; give the --output folder of `lamina train`")
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        raise ArtifactError(f"'{folder}' is not a complete lamina model: {MANIFEST} is missing (the save was "
-                            f"interrupted or this is another folder); train again or use --resume")
-    try:
-        manifest = json.loads(manifest_path.read_text("utf-8"))
-        version = manifest["format_version"]
-        files = {str(name): (entry["sha256"], int(entry["bytes"])) for name, entry in manifest["files"].items()}
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise ArtifactError(f"'{manifest_path}' is damaged; the model folder cannot be trusted") from None
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ArtifactError(f"'{folder}' was saved in format {version}, newer than this lamina reads "
-                            f"({FORMAT_VERSION}); upgrade lamina")
-    for name, (sha256, size) in files.items():
-        file = folder / name
-        if not file.is_file():
-            raise ArtifactError(f"'{file}' is missing from the model folder; copy the whole folder")
-        if file.stat().st_size != size or _sha256(file) != sha256:
-            raise ArtifactError(f"'{file}' does not match its checksum in {MANIFEST}: it was truncated or "
-                                f"modified; restore it from the original model folder")
+    manifest = _manifest(folder)
+    _read_checked(folder, manifest)
     return manifest
+
+
+def _parse(file: Path, data: bytes) -> dict:
+    """A checked JSON or YAML file of the folder as a mapping, bounded in nesting so that nothing
+    walking it later can exhaust the stack."""
+    is_yaml = file.suffix == ".yaml"
+    try:
+        text = data.decode("utf-8")
+        value = yaml.safe_load(text) if is_yaml else json.loads(text)
+    except RecursionError:  # both parsers recurse once per nesting level
+        value, problem = None, f"is nested more than {MAX_NESTING} levels deep"
+    except (ValueError, yaml.YAMLError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ArtifactError(f"'{file}' cannot be read ({reason}); restore it from the original model folder") \
+            from None
+    else:
+        problem = nesting_problem(value, MAX_YAML_VALUES if is_yaml else None)
+    if problem:
+        raise ArtifactError(f"'{file}' {problem}; lamina never writes that: restore it from the original model "
+                            f"folder")
+    if not isinstance(value, dict):
+        raise ArtifactError(f"'{file}' holds {type(value).__name__}, not a mapping; restore it from the original "
+                            f"model folder")
+    return value
 
 
 def read(path: str | Path) -> dict:
     """Check a model folder and return its parts: config (dict), stats, weights, metrics, training,
-    and comparison (None when the folder has none; a file the manifest does not list is ignored)."""
+    and comparison and evaluation (None when the manifest does not list them). Only files the
+    manifest lists are read; any other file in the folder (report.html, notes) is ignored."""
     folder = Path(path)
-    listed = verify(folder)["files"]
+    contents = _read_checked(folder, _manifest(folder))
+    parts = {part: _parse(folder / name, contents[name]) for part, name in
+             (("config", "config.yaml"), ("stats", "stats.json"), ("metrics", "metrics.json"),
+              ("training", "history.json"))}
+    for part, name in (("comparison", COMPARISON), ("evaluation", EVALUATION)):
+        parts[part] = _parse(folder / name, contents[name]) if name in contents else None
     try:
-        parts = {
-            "config": yaml.safe_load((folder / "config.yaml").read_text("utf-8")),
-            "stats": json.loads((folder / "stats.json").read_text("utf-8")),
-            "metrics": json.loads((folder / "metrics.json").read_text("utf-8")),
-            "training": json.loads((folder / "history.json").read_text("utf-8")),
-            "weights": load_file(folder / "weights.safetensors"),
-            "comparison": json.loads((folder / COMPARISON).read_text("utf-8")) if COMPARISON in listed else None,
-            "evaluation": json.loads((folder / EVALUATION).read_text("utf-8")) if EVALUATION in listed else None,
-        }
-    except (OSError, ValueError, yaml.YAMLError, SafetensorError) as error:
-        raise ArtifactError(f"'{folder}' holds a file that cannot be read ({error}); restore the folder") from None
+        parts["weights"] = load_tensors(contents["weights.safetensors"])
+    except SafetensorError as error:
+        raise ArtifactError(f"'{folder / 'weights.safetensors'}' cannot be read ({error}); restore it from the "
+                            f"original model folder") from None
     return parts
 
 
 def check_config(parts: dict, folder: str | Path):
-    from lamina.config import load_config
-
     try:
         return load_config(parts["config"])
     except ConfigError as error:

@@ -16,6 +16,8 @@ from lamina.errors import ConfigError, did_you_mean
 from lamina.features import REGISTRY, input_types, output_types
 
 STRICT = ConfigDict(extra="forbid")
+MAX_NESTING = 100  # configs and learned stats nest a few levels; far below the interpreter's recursion limit
+MAX_YAML_VALUES = 1_000_000  # values in a YAML file once aliases are expanded; a config holds hundreds
 
 
 def _feature_model(type_name: str, role: str) -> type[BaseModel]:
@@ -160,12 +162,7 @@ def load_config(source: Config | dict | str | Path) -> Config:
         if not path.is_file():
             raise ConfigError(f"config file '{path}' does not exist; pass a YAML file, a dict or a lamina.Config")
         origin = f"{path}: "
-        try:
-            source = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
-            raise ConfigError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+        source = read_yaml(path)
     if not isinstance(source, dict):
         got = "nothing (an empty file)" if source is None else type(source).__name__
         raise ConfigError(f"{origin}a config must be a mapping with keys inputs, outputs (and hidden, "
@@ -175,6 +172,47 @@ def load_config(source: Config | dict | str | Path) -> Config:
     except ValidationError as error:
         raise ConfigError(origin + "\n".join(_explain(item, source) for item in _merge_unions(error.errors()))) \
             from None
+
+
+def read_yaml(path: Path) -> Any:
+    """The content of a YAML (or JSON) config file; a ConfigError naming the file when it is not
+    UTF-8, not YAML, or nested too deeply for anything to walk safely."""
+    try:
+        source = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text; save the YAML file as UTF-8") from None
+    except RecursionError:  # the YAML parser recurses once per nesting level
+        source, problem = None, f"is nested more than {MAX_NESTING} levels deep"
+    else:
+        problem = nesting_problem(source, MAX_YAML_VALUES)
+    if problem:
+        raise ConfigError(f"config file '{path}' {problem}; a lamina config is a few levels of keys and lists: "
+                          f"look for an unclosed '[' or '{{' or an alias that refers to itself")
+    return source
+
+
+def nesting_problem(value: Any, values_limit: int | None = None) -> str | None:
+    """What makes parsed YAML or JSON unsafe to walk, or None: nesting deeper than MAX_NESTING
+    (validation, printing and saving all recurse), or more than `values_limit` values once YAML
+    aliases are expanded (a few lines can expand into billions). Iterative, so this check itself
+    cannot exhaust the stack; a structure that contains itself counts as too deep."""
+    stack, values = [(value, 1)], 0
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, (dict, list)):
+            continue
+        if depth > MAX_NESTING:
+            return f"is nested more than {MAX_NESTING} levels deep"
+        children = list(item.values()) if isinstance(item, dict) else item
+        values += len(children)
+        if values_limit is not None and values > values_limit:
+            return f"holds more than {values_limit} values once its YAML aliases are expanded"
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return None
 
 
 def _walk(model: Any, parts: tuple) -> tuple[tuple, Any]:

@@ -7,20 +7,26 @@ import copy
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from lamina import artifact
 from lamina.config import Training
 from lamina.data import batches, row_count
 from lamina.errors import ArtifactError, ConfigError
 from lamina.metrics import LOWER_IS_BETTER
 
+BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+
 CHECKPOINT = "checkpoint.pt"
 SEQUENCE_BATCH = 128  # rows at once when scoring text outputs: logits are (rows, tokens, vocabulary)
 # what a checkpoint carries besides the weights and optimiser state
+# rows whose batch statistics replace batch normalisation's running averages after each epoch
+PRECISE_NORM_ROWS = 8192
 RUN_KEYS = ("epoch", "history", "best", "best_score", "best_epoch", "bad_epochs", "stopped_early",
             "learning_rate", "finder")
 
@@ -148,26 +154,37 @@ def make_scheduler(optimizer, training: Training, learning_rate: float, total_st
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Write-then-rename, so a kill at any moment leaves the previous checkpoint intact."""
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    """Write-then-rename, so a kill at any moment leaves the previous checkpoint intact; the
+    temporary file is named as lamina's others are, so the next run removes it if a kill left it."""
+    temporary = path.with_name(artifact.temporary_name(path.name))
+    try:
+        with open(temporary, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)  # only still there when writing failed (a full disk)
 
 
-def load_checkpoint(path: Path, fingerprint: str) -> dict:
+def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
+    """The checkpoint to resume from, or None (with a note) when the run was killed before its
+    first epoch ended and there is none: then training starts from the beginning."""
     if not path.is_file():
-        raise ArtifactError(f"nothing to resume: no checkpoint at '{path}'; train without --resume")
+        warnings.warn(f"no checkpoint at '{path}' to resume from (the run stopped before its first epoch "
+                      f"ended, or had finished); training from the beginning", stacklevel=3)
+        return None
     try:
         state = torch.load(path, weights_only=True)  # never unpickles arbitrary objects
     except Exception as error:  # torch raises many types for a damaged file
         raise ArtifactError(f"checkpoint '{path}' is damaged ({type(error).__name__}); delete it and "
                             f"train without --resume") from None
-    if state.get("fingerprint") != fingerprint:
+    if isinstance(state, dict) and state.get("fingerprint") != fingerprint:
         raise ArtifactError(f"checkpoint '{path}' belongs to another config or data; train without --resume "
                             f"or restore the original config and data")
+    if not isinstance(state, dict) or any(key not in state for key in (*RUN_KEYS, "network", "optimizer")):
+        raise ArtifactError(f"checkpoint '{path}' is damaged (parts are missing); delete it and train without "
+                            f"--resume")
     return state
 
 
@@ -213,6 +230,36 @@ def train_epoch(network, table, outputs, optimizer, scheduler, training: Trainin
     return total / max(rows, 1)
 
 
+@torch.no_grad()
+def recompute_batch_norm(network, table, training: Training, epoch: int) -> None:
+    """Batch normalisation's running mean and variance are exponential averages (momentum 0.1)
+    taken while the weights moved. On a small data set, a handful of batches per epoch, they
+    still hold much of their initial (0, 1), and in eval mode every layer shrinks its input until
+    the network outputs nearly the same for every row. Recompute them for the current weights
+    over up to PRECISE_NORM_ROWS training rows, with dropout and augmentation off as evaluation
+    sees the data ("precise BN", Wu and Johnson 2021)."""
+    norms = [module for module in network.modules() if isinstance(module, BATCH_NORMS) and module.track_running_stats]
+    if not norms:
+        return
+    network.eval()
+    momenta = [module.momentum for module in norms]
+    for module in norms:
+        module.reset_running_stats()
+        module.momentum = None  # a plain average over the batches below
+        module.train()
+    generator = torch.Generator().manual_seed(training.seed + 2000 + epoch)
+    rows = 0
+    for batch in batches(table, training.batch_size, generator, workers=training.workers):
+        if row_count(batch) < 2:  # batch statistics need two rows
+            continue
+        network(batch["inputs"], batch["targets"])
+        rows += row_count(batch)
+        if rows >= PRECISE_NORM_ROWS:
+            break
+    for module, momentum in zip(norms, momenta):
+        module.momentum = momentum
+
+
 def keep_best(run: dict, network, score: float, metric: str, patience: int | None) -> None:
     """Early-stopping bookkeeping: remember the best weights, count epochs without improvement."""
     if improved(score, run["best_score"], metric):
@@ -231,6 +278,10 @@ def fit(network, train_table, validation_table, outputs, training: Training, *,
     stopping = training.early_stopping if has_validation else None
     metric = stopping.metric if stopping else "loss"
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
+    if resume and not checkpoint_path:
+        raise ConfigError("resume needs the folder of the interrupted run: pass output_dir= (--output)")
+    if checkpoint_path:
+        artifact.remove_leftovers(checkpoint_path.parent)  # from a run or save killed mid-write
     saved = load_checkpoint(checkpoint_path, fingerprint) if resume else None
     if saved:
         run = {key: saved[key] for key in RUN_KEYS}
@@ -266,6 +317,7 @@ def fit(network, train_table, validation_table, outputs, training: Training, *,
                                             progress),
                   "learning_rate": optimizer.param_groups[0]["lr"]}
         run["epoch"] = epoch + 1
+        recompute_batch_norm(network, train_table, training, epoch)
         if has_validation:
             record["validation"] = scores(network, validation_table, outputs)
             keep_best(run, network, monitored(record["validation"], metric), metric,

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 import shutil
+import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -14,8 +19,8 @@ import torch
 import yaml
 
 import lamina
-from lamina import ArtifactError
-from lamina.artifact import FORMAT_VERSION, MANIFEST
+from lamina import ArtifactError, artifact
+from lamina.artifact import COMPARISON, FORMAT_VERSION, MANIFEST, add_file
 
 from helpers_data import config, people
 
@@ -182,3 +187,80 @@ def test_unfitted_model_says_fit_first(call, tmp_path):
     with pytest.raises(ArtifactError) as caught:
         getattr(model, call)(argument)
     assert "not trained yet; call fit() first" in str(caught.value)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_saved_files_share_the_mode_the_umask_gives(trained, tmp_path, umask):
+    """weights.safetensors was private (0600) while the other files followed the umask (0644)."""
+    previous = os.umask(umask)
+    try:
+        fresh = trained[0].save(tmp_path / "fresh")
+        again = trained[0].save(Path(shutil.copytree(trained[1], tmp_path / "again")))
+        add_file(again, COMPARISON, "{}")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o777 & ~umask
+    for folder in (fresh, again):
+        modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir()}
+        assert set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def dead_process_id() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def leftover_name(process_id: int, label: str = "") -> str:
+    """A temporary name as another process would have made it."""
+    return artifact.temporary_name(label).replace(f"-{os.getpid()}-", f"-{process_id}-", 1)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="asks the system whether a process id is alive")
+def test_save_removes_leftovers_of_killed_saves(trained, tmp_path):
+    parent = tmp_path / "runs"
+    folder = Path(shutil.copytree(trained[1], parent / "model"))
+    dead = dead_process_id()
+    stale = [folder / leftover_name(dead), folder / leftover_name(dead, "checkpoint.pt"),
+             parent / leftover_name(dead), folder / ".saving-abcd1234"]  # the last: from an older lamina
+    stale[0].mkdir()
+    (stale[0] / "weights.safetensors").write_bytes(b"half")
+    stale[1].write_bytes(b"half a checkpoint")
+    stale[2].mkdir()
+    stale[3].mkdir()
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(stale[3], (two_days_ago, two_days_ago))
+    kept = [folder / artifact.temporary_name(),  # a save under way in this (live) process
+            folder / ".saving-abcd5678",  # recent, writer unknown
+            folder / ".saving-notes.txt"]  # not a name lamina makes
+    for path in kept:
+        path.write_text("busy")
+    trained[0].save(folder)
+    assert [path for path in stale if path.exists()] == []
+    assert all(path.exists() for path in kept)
+    lamina.load(folder)
+
+
+def test_failed_first_save_leaves_no_folder(trained, tmp_path, monkeypatch):
+    """A new folder appears in one rename, once complete; before that only a hidden staging
+    folder exists, removed when the save fails."""
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(artifact, "save_file", full_disk)
+    with pytest.raises(OSError):
+        trained[0].save(tmp_path / "new")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_save_keeps_the_previous_model(trained, folder, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(artifact, "save_file", full_disk)
+    with pytest.raises(OSError):
+        trained[0].save(folder)
+    assert not [path for path in folder.iterdir() if path.name.startswith(".saving-")]
+    data = people(10, seed=8)
+    pd.testing.assert_frame_equal(lamina.load(folder).predict(data), trained[0].predict(data))

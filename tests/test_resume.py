@@ -1,5 +1,8 @@
 """A run killed with SIGKILL in the middle of an epoch resumes from its last checkpoint and
-ends with the same model as a run that was never interrupted."""
+ends with the same model as a run that was never interrupted; one killed before its first
+checkpoint starts again from the beginning."""
+import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -12,6 +15,8 @@ import pytest
 import yaml
 
 import lamina
+from lamina import artifact
+from lamina.cli import main
 
 CONFIG = {
     "inputs": [{"name": "a", "type": "number"}, {"name": "b", "type": "number"},
@@ -70,11 +75,39 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     pd.testing.assert_frame_equal(lamina.load(killed).predict(sample), lamina.load(tmp_path / "straight").predict(sample))
 
 
-def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
-    write_inputs(tmp_path)
-    result = subprocess.run(train_command(tmp_path, tmp_path / "nothing", "--resume"), capture_output=True, text=True, env=ONE_THREAD)
-    assert result.returncode == 2
-    assert "nothing to resume" in result.stderr and "Traceback" not in result.stderr
+def test_resume_before_the_first_checkpoint_starts_from_the_beginning(tmp_path):
+    """A run killed before its first epoch ended left no checkpoint (only, perhaps, a half-written
+    one): --resume trains from the beginning with a one-line note, and removes the leftover."""
+    frame = write_inputs(tmp_path)
+    frame.head(300).to_csv(tmp_path / "data.csv", index=False)
+    output = tmp_path / "run"
+    output.mkdir()
+    killed = subprocess.Popen([sys.executable, "-c", "pass"])
+    killed.wait()
+    leftover = output / artifact.temporary_name("checkpoint.pt").replace(f"-{os.getpid()}-", f"-{killed.pid}-", 1)
+    leftover.write_bytes(b"half a checkpoint")
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main([str(part) for part in train_command(tmp_path, output, "--resume")[3:]])
+    assert code == 0, err.getvalue()
+    lines = err.getvalue().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lamina: warning: no checkpoint at ")
+    assert "training from the beginning" in lines[0]
+    assert [record["epoch"] for record in lamina.load(output).training_["history"]] == list(range(1, 5))
+    assert not leftover.exists() and not (output / "checkpoint.pt").exists()
+
+
+def test_resume_without_an_output_folder_is_a_clear_error(tmp_path):
+    frame = write_inputs(tmp_path)
+    with pytest.raises(lamina.ConfigError, match="resume needs the folder of the interrupted run"):
+        lamina.Model(CONFIG).fit(frame.head(100), resume=True, quiet=True)
+
+
+def test_checkpoint_is_written_with_no_leftover(tmp_path):
+    from lamina import train
+
+    train.save_checkpoint(tmp_path / "checkpoint.pt", {"epoch": 1})
+    assert [path.name for path in tmp_path.iterdir()] == ["checkpoint.pt"]
 
 
 def test_resume_with_another_config_is_refused(tmp_path):
