@@ -66,12 +66,20 @@ def expected(model, rows: list[dict]) -> list[dict]:
     return json.loads(model.predict(pd.DataFrame(rows)).to_json(orient="records"))
 
 
-def assert_same(got: list[dict], want: list[dict]) -> None:
+def assert_same(got: list[dict], want: list[dict], model) -> None:
+    """Labels exactly; numbers within float32 rounding. A row predicted in a merged batch goes through
+    other CPU kernels than the same row alone (they depend on batch size and CPU), so it may differ
+    in the last bits: relative to the value, with a floor for values near zero of 1e-5 of the
+    output's scale (its training std in data units; 1 for probabilities)."""
+    scale = {feature.config.name: feature.stats["std"] for feature in model.outputs_ if "std" in feature.stats}
     assert len(got) == len(want)
     for have, should in zip(got, want):
         assert have.keys() == should.keys()
         for key, value in should.items():
-            assert have[key] == pytest.approx(value, abs=1e-6) if isinstance(value, float) else have[key] == value
+            if isinstance(value, float):
+                assert have[key] == pytest.approx(value, rel=1e-4, abs=1e-5 * scale.get(key, 1.0)), key
+            else:
+                assert have[key] == value, key
 
 
 def test_predict_json_rows_match_model_predict(client, model):
@@ -79,7 +87,7 @@ def test_predict_json_rows_match_model_predict(client, model):
     response = client.post("/predict", json={"rows": rows})
     assert response.status_code == 200, response.text
     want = expected(model, [ROW, {**ROW, "age": 70, "city": "oslo", "member": None, "tags": "c"}])
-    assert_same(response.json()["predictions"], want)
+    assert_same(response.json()["predictions"], want, model)
     assert set(want[0]) >= {"income", "income_probability", "segment_probability_young", "spend"}
 
 
@@ -90,7 +98,7 @@ def test_predict_forms_and_bare_lists(client, model):
                      client.post("/predict", files={"tags": (None, "a|b")}, data={"age": "41.5", "city": "rome",
                                                                                   "member": "yes"})):
         assert response.status_code == 200, response.text
-        assert_same(response.json()["predictions"], want)
+        assert_same(response.json()["predictions"], want, model)
     empty = client.post("/predict", data={"age": "", "city": "", "member": "", "tags": ""})
     assert empty.status_code == 200, empty.text  # empty form fields are missing values
 
@@ -138,7 +146,7 @@ def test_concurrent_requests_are_merged_and_answered_in_order(client, model):
     calls = batcher.calls - before
     assert calls < len(rows), f"{len(rows)} concurrent requests took {calls} predict calls"
     for response, row in zip(responses, rows):  # each client gets the prediction of its own row
-        assert_same(response.json()["predictions"], expected(model, [row]))
+        assert_same(response.json()["predictions"], expected(model, [row]), model)
 
 
 def test_batcher_merges_queued_jobs_within_the_row_limit():
@@ -262,7 +270,7 @@ def test_images_as_base64_or_uploads(image_client):
                      test_client.post("/predict", json={"rows": [{"photo": "data:image/png;base64," + encoded}]}),
                      test_client.post("/predict", files={"photo": ("white.png", png(250), "image/png")})):
         assert response.status_code == 200, response.text
-        assert_same(response.json()["predictions"], want)
+        assert_same(response.json()["predictions"], want, model)
 
 
 @pytest.mark.parametrize("value, words", [
@@ -354,3 +362,8 @@ def test_sound_series_and_id_inputs_are_served(tmp_path):
         assert bad.status_code in (400, 422) and "sound" in bad.json()["detail"]
         schema = client.get("/openapi.json").json()
         assert "sound" in json.dumps(schema) and "series" in json.dumps(schema)
+        # the web page's form holds the series as inline numbers, the one string form a series takes
+        assert '<textarea id="series" name="series" rows="3">0;0;0;0</textarea>' in client.get("/").text
+        form = client.post("/predict", data={"series": "0;0;0;0", "user": "ann"},
+                           files={"sound": ("a.wav", wav(300, rate=8000), "audio/wav")})
+        assert form.status_code == 200, form.text

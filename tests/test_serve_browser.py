@@ -7,6 +7,7 @@ import shutil
 import socket
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -43,19 +44,28 @@ def server(tmp_path_factory):
               {"name": "photo", "type": "image", "size": 8, "width": 4, "stages": 1, "embedding_size": 4}]
     model = lamina.Model(config(inputs=inputs, outputs=[{"name": "segment", "type": "category"}])).fit(
         frame, quiet=True)
+    with serving(model, "people") as address:
+        yield address
+
+
+@contextmanager
+def serving(model, name: str):
+    """`model` served by uvicorn on a free loopback port, in a background thread; yields its address."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    uvicorn_server = uvicorn.Server(uvicorn.Config(create_app(model, "people"), log_level="warning"))
+    uvicorn_server = uvicorn.Server(uvicorn.Config(create_app(model, name), log_level="warning"))
     thread = threading.Thread(target=uvicorn_server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
     while not uvicorn_server.started:
         assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}/"
-    uvicorn_server.should_exit = True
-    thread.join(30)
-    listener.close()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    finally:
+        uvicorn_server.should_exit = True
+        thread.join(30)
+        listener.close()
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +104,26 @@ def test_form_predicts_with_probabilities(server, browser, tmp_path):
     assert browser.find_element(By.ID, "status").text == ""
     problems = [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "WARNING")]
     assert not problems, problems
+
+
+def test_crafted_labels_do_not_stop_the_page_script(browser):
+    """Labels that would end or comment out the page's <script> if embedded raw: the form still
+    predicts and shows them as text."""
+    crafted = ["<!--<script>x", "</script><script>alert(1)</script>", "plain"]
+    frame = people(60)
+    frame["segment"] = frame["segment"].map(dict(zip(["young", "middle", "senior"], crafted)))
+    frame["city"] = frame["city"].map(dict(zip(["paris", "rome", "oslo"], crafted)))
+    model = lamina.Model(config(inputs=[{"name": "age", "type": "number"}, {"name": "city", "type": "category"}],
+                                outputs=[{"name": "segment", "type": "category"}], training={"epochs": 1})).fit(
+        frame, quiet=True)
+    with serving(model, "crafted") as address:
+        browser.get(address)
+        Select(browser.find_element(By.ID, "city")).select_by_visible_text(crafted[0])
+        browser.find_element(By.ID, "predict").click()
+        heading = WebDriverWait(browser, 30).until(
+            lambda driver: driver.find_elements(By.CSS_SELECTOR, "#result h3[data-output='segment']"))[0]
+        assert heading.text.split(": ", 1)[1].rsplit(" (probability", 1)[0] in crafted  # the browser collapses spaces
+        rows = browser.find_elements(By.CSS_SELECTOR, "#result table tr")
+        assert sorted(row.find_element(By.TAG_NAME, "td").text for row in rows) == sorted(crafted)
+        problems = [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "WARNING")]
+        assert not problems, problems

@@ -70,7 +70,9 @@ class Options(BaseModel):
 
 # --- parsing one cell --------------------------------------------------------------------------
 
-def _parse_string(text: str) -> list:
+def parse_text(text: str) -> list:
+    """Inline numbers, '1,2;3,4' -> [[1.0, 2.0], [3.0, 4.0]] ('1,2,3' -> [1.0, 2.0, 3.0]); never a
+    path: the server parses request strings with this alone. Raises Unreadable."""
     parts = [part for part in text.strip().strip(STEP_SEPARATOR).split(STEP_SEPARATOR)]
     try:
         rows = [[float(value) for value in part.split(VALUE_SEPARATOR) if value.strip()] for part in parts]
@@ -116,7 +118,7 @@ def parse(value: Any, options: Options) -> np.ndarray:
                 raise Unreadable(f"no such file: '{path}'" + ("" if options.root else "; set root: to its folder"))
             value = _read_file(path)
         else:
-            value = _parse_string(text)
+            value = parse_text(text)
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):

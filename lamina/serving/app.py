@@ -2,16 +2,19 @@
 GET /metadata, GET / (a web page for the model) and POST /explain (when the model can explain).
 
 Every refusal is a 4xx whose message names the field; an unexpected error is logged with its
-traceback on the server and answered with a 500 that carries none.
+traceback on the server and answered with a 500 that carries none. Bodies are parsed, validated
+and decoded in a small thread pool, never on the event loop: /health answers while they run.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import AsyncIterator
 from urllib.parse import parse_qsl
 
 import pandas as pd
@@ -23,7 +26,7 @@ from pydantic import ValidationError
 import lamina
 from lamina.errors import ConfigError, DataError
 from lamina.serving import page, schema
-from lamina.serving.batcher import Batcher, Busy
+from lamina.serving.batcher import Allowance, Batcher, Busy
 
 log = logging.getLogger("lamina.serve")
 
@@ -37,6 +40,21 @@ class Settings:
     max_request_rows: int = 1000  # most rows in one request
     max_body_bytes: int = 10 * 2 ** 20  # largest request body (JSON or multipart, images included)
     max_waiting: int = 1000  # requests queued beyond this get 503
+    max_image_pixels: int = 25_000_000  # largest image (width x height, read from its header before decoding)
+    max_request_pixels: int = 50_000_000  # all the images of one request, in pixels
+    max_request_samples: int = 50_000_000  # all the sounds of one request, in samples (channels included)
+    # decoded pixels and samples of all the requests in flight together (each holds its share from
+    # decoding until answered; at least one request's budget): bounds the memory decoded files take
+    max_decoded_pixels: int = 200_000_000
+    max_decoded_samples: int = 200_000_000
+    decode_threads: int = 2  # requests parsed and decoded at once, off the event loop
+
+
+# Options that name files or folders of the server (a training config's root:, an image encoder's
+# initial weights, noise files for augmentation, a pretrained text model's folder): /metadata and the
+# web page leave them out, at any depth of a feature's options (augment.noise_files).
+SERVER_PATH_OPTIONS = frozenset({"root", "weights", "noise_files", "pretrained"})
+MAX_FORM_FIELDS = 1000  # fields in one form (multipart or urlencoded): each costs memory before validation
 
 
 class BodyLimit:
@@ -80,10 +98,19 @@ class BodyLimit:
         await JSONResponse({"detail": detail}, status_code=413)({"type": "http"}, None, send)
 
 
+def public(options):
+    """Feature options without those that name server files (SERVER_PATH_OPTIONS), at any depth."""
+    if isinstance(options, dict):
+        return {key: public(value) for key, value in options.items() if key not in SERVER_PATH_OPTIONS}
+    if isinstance(options, list):
+        return [public(value) for value in options]
+    return options
+
+
 def describe(model, folder: str, settings: Settings, batcher: Batcher) -> dict:
     """GET /metadata: what the model reads and predicts, how good it was, and the server's limits."""
     def feature(item) -> dict:
-        options = item.config.model_dump(exclude={"name", "type"})
+        options = public(item.config.model_dump(exclude={"name", "type"}))
         entry = {"name": item.config.name, "type": item.config.type, "options": options}
         if item.config.type == "category":
             entry["values"] = schema.vocabulary(item)
@@ -110,11 +137,19 @@ def _multipart(body: bytes, content_type: str, limit: int) -> dict:
 
     kind, parameters = parse_options_header(content_type)
     values: dict = {}
+    count = [0]
+
+    def counted() -> None:
+        count[0] += 1
+        if count[0] > MAX_FORM_FIELDS:
+            raise ValueError(f"more than {MAX_FORM_FIELDS} fields; send one field per input")
 
     def on_field(field) -> None:
+        counted()
         values[field.field_name.decode("utf-8", "replace")] = (field.value or b"").decode("utf-8", "replace")
 
     def on_file(file) -> None:
+        counted()
         file.file_object.seek(0)
         values[file.field_name.decode("utf-8", "replace")] = file.file_object.read()
 
@@ -126,7 +161,7 @@ def _multipart(body: bytes, content_type: str, limit: int) -> dict:
 
 
 class Rows:
-    """Turns a request body into validated rows (a DataFrame), or raises RequestProblem."""
+    """Turns a request body into validated rows with their files decoded, or raises RequestProblem."""
 
     def __init__(self, model, settings: Settings):
         self.model, self.settings = model, settings
@@ -134,29 +169,55 @@ class Rows:
         self.example = schema.example_row(model)
         self.row = schema.row_model(model)
         self.request = schema.request_model(self.row, self.example)
+        self.pool: ThreadPoolExecutor | None = None  # started and stopped with the app (its lifespan)
+        self.allowance = Allowance(max(settings.max_decoded_pixels, settings.max_request_pixels),
+                                   max(settings.max_decoded_samples, settings.max_request_samples))
 
-    async def read(self, request: Request) -> list:
+    @asynccontextmanager
+    async def read(self, request: Request) -> AsyncIterator[list]:
+        """The request's validated rows, their files decoded; the share of the allowance that they
+        hold is given back when the block ends (answered, refused or the client gone)."""
         body = await request.body()
         content_type = request.headers.get("content-type", "")
+        # parsing and decoding take CPU in proportion to the body: off the event loop, so that
+        # /health and the answers of other requests never wait for them
+        work = asyncio.get_running_loop().run_in_executor(self.pool, self.parse, body, content_type)
+        try:
+            rows, held = await asyncio.shield(work)
+        except asyncio.CancelledError:  # the client left while its files were decoded: give back their share
+            work.add_done_callback(self._give_back)
+            raise
+        try:
+            yield rows
+        finally:
+            self.allowance.give(held)
+
+    def _give_back(self, work: asyncio.Future) -> None:
+        if not work.cancelled() and work.exception() is None:
+            self.allowance.give(work.result()[1])
+
+    def parse(self, body: bytes, content_type: str) -> tuple[list, tuple[int, int]]:
         if content_type.startswith("multipart/form-data"):
             try:
                 data = {"rows": [_multipart(body, content_type, self.settings.max_body_bytes)]}
             except (ValueError, LookupError) as error:  # python-multipart's errors are ValueErrors
                 raise schema.RequestProblem(f"the multipart body cannot be parsed ({error})", 400) from None
         elif content_type.startswith("application/x-www-form-urlencoded"):  # a plain HTML form
-            data = {"rows": [dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))]}
-        elif content_type.startswith("application/json") or not content_type:
             try:
-                data = json.loads(body or b"null")
-            except (ValueError, UnicodeDecodeError) as error:
-                raise schema.RequestProblem(f"the body is not valid JSON ({error}); send {{\"rows\": [{{...}}]}}",
-                                            400) from None
+                data = {"rows": [dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True,
+                                                max_num_fields=MAX_FORM_FIELDS))]}
+            except ValueError:  # the only one parse_qsl raises here: too many fields
+                raise schema.RequestProblem(f"the form has more than {MAX_FORM_FIELDS} fields; send one field "
+                                            f"per input", 400) from None
+        elif content_type.startswith("application/json") or not content_type:
+            data = _json(body)
         else:
             raise schema.RequestProblem(f"content type '{content_type}' is not accepted; send application/json, "
                                         f"multipart/form-data or application/x-www-form-urlencoded", 415)
         return self.validate(data)
 
-    def validate(self, data) -> list:
+    def validate(self, data) -> tuple[list, tuple[int, int]]:
+        """Validated rows with their files decoded, and the share of the allowance they hold."""
         if isinstance(data, list):  # a bare list of rows is accepted too
             data = {"rows": data}
         if not isinstance(data, dict):
@@ -165,19 +226,52 @@ class Rows:
         if isinstance(rows, list) and len(rows) > self.settings.max_request_rows:
             raise schema.RequestProblem(f"rows: {len(rows)} rows are over the limit of {self.settings.max_request_rows} "
                                         f"per request (--max-request-rows); split the request", 413)
+        settings = self.settings
+        budget = schema.Budget(settings.max_image_pixels, settings.max_request_pixels, settings.max_request_samples)
         try:
-            parsed = self.request.model_validate(data)
+            parsed = self.request.model_validate(data, context={"budget": budget})
         except ValidationError as error:
-            raise schema.RequestProblem(schema.explain(error, self.names)) from None
-        return parsed.rows
+            problems = error.errors(include_url=False)
+            over = [problem for problem in problems if problem["type"] == schema.OVER_BUDGET]
+            raise schema.RequestProblem(schema.explain(over or problems, self.names), 413 if over else 422) from None
+        held = self.allowance.take(budget.pixels, budget.samples)  # may wait for others; raises Busy
+        try:
+            schema.decode(parsed.rows, self.names)  # every file fits the budget: only now is a pixel decoded
+        except Exception:  # noqa: BLE001 (whatever fails, the rows are dropped and so is their share)
+            self.allowance.give(held)
+            raise
+        return parsed.rows, held
 
     def predict(self, rows: list) -> list[dict]:
         """Validated rows -> one dict of predictions per row (run by the batcher's thread)."""
         return _records(self.model.predict(schema.frame(rows, self.model)))
 
 
+def _json(body: bytes):
+    """A JSON body -> its value; nesting deeper than schema.MAX_NESTING is refused (json.loads
+    recurses once per level: a body of 100,000 '[' would exhaust the interpreter's recursion)."""
+    too_deep = schema.RequestProblem(f"the body nests [ and {{ more than {schema.MAX_NESTING} levels deep; a "
+                                     f"request is {{\"rows\": [{{...}}]}}, with lists of numbers at most two deep "
+                                     f"inside a row", 400)
+    try:
+        text = body.decode("utf-8") if body else "null"
+        data = json.loads(text)
+    except RecursionError:
+        raise too_deep from None
+    except ValueError as error:  # UnicodeDecodeError included
+        raise schema.RequestProblem(f"the body is not valid UTF-8 JSON ({error}); send {{\"rows\": [{{...}}]}}",
+                                    400) from None
+    if schema.nesting(text) > schema.MAX_NESTING:
+        raise too_deep
+    return data
+
+
 def _problem(error: schema.RequestProblem) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, status_code=error.status)
+
+
+def _busy(error: Busy) -> JSONResponse:
+    return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "1"})
 
 
 async def _predicted(future) -> list[dict]:
@@ -195,15 +289,19 @@ def create_app(model, folder: str, settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        rows.pool = ThreadPoolExecutor(max(1, settings.decode_threads), thread_name_prefix="lamina-decode")
         batcher.start()
         # the first prediction pays one-off costs (allocations, lazy imports): pay them before /health says ok
-        app.state.warmup = batcher.submit([rows.row.model_validate(rows.example)])
+        example, held = rows.validate({"rows": [rows.example]})
+        rows.allowance.give(held)  # a few pixels of a plain image, at most
+        app.state.warmup = batcher.submit(example)
         yield
         batcher.stop()
+        rows.pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title=f"lamina model {Path(folder).name}", version=lamina.__version__, lifespan=lifespan,
                   description="Predictions of a lamina model. The request schema lists the model's inputs.")
-    app.state.batcher, app.state.settings = batcher, settings
+    app.state.batcher, app.state.settings, app.state.allowance = batcher, settings, rows.allowance
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
     @app.exception_handler(Exception)
@@ -242,11 +340,12 @@ def _add_routes(app: FastAPI, model, folder: str, rows: Rows) -> None:
     @app.post("/predict", openapi_extra=_body_schema("PredictRequest"))
     async def predict(request: Request) -> JSONResponse:
         try:
-            predictions = await _predicted(app.state.batcher.submit(await rows.read(request)))
+            async with rows.read(request) as validated:
+                predictions = await _predicted(app.state.batcher.submit(validated))
         except schema.RequestProblem as error:
             return _problem(error)
         except Busy as error:
-            return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "1"})
+            return _busy(error)
         return JSONResponse({"predictions": predictions})
 
 
@@ -257,10 +356,12 @@ def _add_explain(app: FastAPI, model, rows: Rows) -> None:
         if not hasattr(model, "explain"):  # e.g. a stand-in model object without explanations
             return JSONResponse({"detail": "this model cannot explain its predictions"}, status_code=501)
         try:
-            frame = schema.frame(await rows.read(request), model)
-            explanation = await asyncio.to_thread(model.explain, frame)
+            async with rows.read(request) as validated:
+                explanation = await asyncio.to_thread(model.explain, schema.frame(validated, model))
         except schema.RequestProblem as error:
             return _problem(error)
+        except Busy as error:
+            return _busy(error)
         except (DataError, ConfigError) as error:  # e.g. a generated-text output, which attributions cannot explain
             return _problem(schema.RequestProblem(str(error)))
         except ImportError as error:

@@ -1,6 +1,7 @@
 """Micro-batching: requests that arrive within a short window are merged, and one worker thread runs
 Model.predict once over all of them. A network call costs nearly the same for 1 row as for 100, so
-under load this multiplies throughput; one worker also keeps torch to one predict at a time."""
+under load this multiplies throughput; one worker also keeps torch to one predict at a time. Also the
+server-wide allowance of decoded pixels and samples that requests hold while they wait here."""
 from __future__ import annotations
 
 import logging
@@ -21,7 +22,38 @@ class Job:
 
 
 class Busy(RuntimeError):
-    """The queue of waiting requests is full."""
+    """The queue of waiting requests is full, or the decoded files of the others fill the allowance."""
+
+
+class Allowance:
+    """Decoded pixels and samples held by all requests together: a request takes its share before
+    decoding its files and gives it back once answered, so decoded images waiting in the queue
+    cannot add up past the allowance, however many clients send them. A request waits (in its
+    decoding thread, never on the event loop) up to `wait_seconds` for room, then gets Busy."""
+
+    def __init__(self, pixels: int, samples: int, wait_seconds: float = 30.0):
+        self.capacity = (pixels, samples)
+        self.free = [pixels, samples]
+        self.wait_seconds = wait_seconds
+        self._changed = threading.Condition()
+
+    def take(self, pixels: int, samples: int) -> tuple[int, int]:
+        """Holds (pixels, samples), each at most the capacity; returns what to give back."""
+        held = (min(pixels, self.capacity[0]), min(samples, self.capacity[1]))
+        with self._changed:
+            if not self._changed.wait_for(lambda: held[0] <= self.free[0] and held[1] <= self.free[1],
+                                          self.wait_seconds):
+                raise Busy(f"the files of other requests fill the server's allowance of {self.capacity[0]:,} "
+                           f"decoded pixels and {self.capacity[1]:,} samples; retry shortly")
+            self.free[0] -= held[0]
+            self.free[1] -= held[1]
+        return held
+
+    def give(self, held: tuple[int, int]) -> None:
+        with self._changed:
+            self.free[0] += held[0]
+            self.free[1] += held[1]
+            self._changed.notify_all()
 
 
 class Batcher:

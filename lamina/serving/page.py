@@ -104,7 +104,24 @@ def _field(feature: dict, default) -> str:
         return f'<input id="{name}" name="{name}" type="file" accept="image/*">'
     if kind == "audio":
         return f'<input id="{name}" name="{name}" type="file" accept="audio/*">'
+    if kind == "timeseries" and isinstance(default, list):  # the form posts inline numbers: '0,0;0,0'
+        default = ";".join(",".join(f"{value:g}" for value in step) if isinstance(step, list) else f"{step:g}"
+                           for step in default)
     return f'<textarea id="{name}" name="{name}" rows="3">{escape(str(default or ""))}</textarea>'
+
+
+# JSON inside <script> ends at the first '</script' and '<!--' changes how the HTML parser reads the
+# rest, whatever the JSON means: escaping every <, > and & (and the line separators that older
+# JavaScript parsers reject) leaves no markup in it, and JSON.parse reads the same values back.
+SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def script_json(value) -> str:
+    """`value` as JSON that is safe inside a <script> element."""
+    text = json.dumps(value)
+    for character, escaped in SCRIPT_ESCAPES.items():
+        text = text.replace(character, escaped)
+    return text
 
 
 def render(metadata: dict, example: dict) -> str:
@@ -114,7 +131,7 @@ def render(metadata: dict, example: dict) -> str:
                        + _field(feature, example.get(feature["name"]))
                        for feature in metadata["inputs"])
     outputs = ", ".join(escape(feature["name"]) for feature in metadata["outputs"])
-    embedded = json.dumps({"outputs": metadata["outputs"], "explain": metadata["explain"]}).replace("</", "<\\/")
+    embedded = script_json({"outputs": metadata["outputs"], "explain": metadata["explain"]})
     title = escape(f"lamina: {metadata['model']}")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>

@@ -1,26 +1,38 @@
 """The request schema of a served model, derived from its input features (one pydantic model per
 saved model), and the turning of validated rows into the DataFrame that Model.predict takes.
 
-Image cells arrive as base64 strings (JSON) or uploaded bytes (multipart) and are decoded in
-memory: nothing a client sends is ever written to disk, and an image string is never read as a
-file path (a client must not make the server open its own files).
+Image and sound cells arrive as base64 strings (JSON) or uploaded bytes (multipart) and are decoded
+in memory: nothing a client sends is ever written to disk, and no string of a request is ever read
+as a path (a client must not make the server open its own files; time series strings are inline
+numbers only). Every file is charged to the request's Budget from its header; nothing is decoded
+until all the files of the request fit it.
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import io
+import math
+import re
+import struct
+from dataclasses import dataclass
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema,
+                      create_model)
+from pydantic_core import PydanticCustomError
 
-from lamina.features.common import MISSING, UNKNOWN
+from lamina.features.common import MISSING, UNKNOWN, Unreadable
 
 IMAGE_FORMATS = ["PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP"]  # never EPS/PDF: those run external programs
-MAX_IMAGE_PIXELS = 40_000_000  # refuse decompression bombs before decoding a single pixel
+MAX_NESTING = 64  # levels of [ and { in a JSON body; a real request nests 5: {rows: [{series: [[step]]}]}
+# Resampling builds a polyphase filter of about (original / gcd) x (target / gcd) taps: common rates need
+# under 300,000 (11025 -> 16000 Hz), a crafted one (44101 Hz) billions. Larger are refused.
+MAX_RESAMPLING_FILTER = 1_000_000
+OVER_BUDGET = "over_budget"  # the pydantic error type of a file over a decoding limit: answered with 413
 
 
 class RequestProblem(ValueError):
@@ -63,31 +75,108 @@ def _empty_is_missing(value: Any) -> Any:
     return None if isinstance(value, str) and not value.strip() else value
 
 
-def read_image(value: Any) -> Any:
-    """A base64 string (optionally a data: URL) or uploaded bytes -> a decoded PIL image (in memory)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+# --- what decoding one request may cost ---------------------------------------------------------
 
-    if value is None or value == b"" or (isinstance(value, str) and not value.strip()):
-        return None  # also a form's file input left empty
-    if isinstance(value, str):
-        text = value.split(",", 1)[1] if value.startswith("data:") else value
-        try:
-            value = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("not a base64 string; send the image file's bytes base64-encoded "
-                             "(or upload the file as multipart/form-data)") from None
-    if not isinstance(value, (bytes, bytearray)):
-        raise ValueError(f"expected a base64 string or an uploaded file, got {type(value).__name__}")
+def over_budget(message: str) -> PydanticCustomError:
+    return PydanticCustomError(OVER_BUDGET, message.replace("{", "(").replace("}", ")"))
+
+
+@dataclass
+class Budget:
+    """What decoding one request may cost (the app makes one per request from its Settings). Files
+    are charged from their headers, so a small file of huge dimensions is refused undecoded."""
+
+    image_pixels: int = 25_000_000  # one image (--max-image-pixels)
+    request_pixels: int = 50_000_000  # all the images of the request (--max-request-pixels)
+    request_samples: int = 50_000_000  # all the sound samples of the request, as read and resampled
+    pixels: int = 0  # charged so far
+    samples: int = 0
+
+    def charge_image(self, width: int, height: int) -> None:
+        if width * height > self.image_pixels:
+            raise over_budget(f"the image is {width}x{height} = {width * height:,} pixels, over the limit of "
+                              f"{self.image_pixels:,} per image (--max-image-pixels); send a smaller image")
+        self.pixels += width * height
+        if self.pixels > self.request_pixels:
+            raise over_budget(f"the images of this request add up to more than {self.request_pixels:,} pixels, "
+                              f"the limit per request (--max-request-pixels); send fewer or smaller images per "
+                              f"request")
+
+    def charge_sound(self, samples: int) -> None:
+        self.samples += samples
+        if self.samples > self.request_samples:
+            raise over_budget(f"the sounds of this request add up to more than {self.request_samples:,} samples "
+                              f"(channels included, as read and resampled), the limit per request "
+                              f"(--max-request-samples); send fewer or shorter sounds per request")
+
+
+def _budget(info: ValidationInfo) -> Budget:
+    """The request's budget; a lone value validated without one (in a test) gets its own."""
+    return (info.context or {}).get("budget") or Budget()
+
+
+@dataclass(frozen=True)
+class Undecoded:
+    """A file whose header was read and charged to the request's budget; `decode` (see below)
+    turns it into what the feature reads once every file of the request fits the budget."""
+
+    decode: Callable[[], Any]
+
+
+def decode(rows: list[BaseModel], names: list[str]) -> None:
+    """Decodes, in place, the files of validated rows; a file unreadable past its header is a
+    RequestProblem naming its row and field."""
+    for index, row in enumerate(rows):
+        for position, name in enumerate(names):
+            value = getattr(row, f"field_{position}")
+            if isinstance(value, Undecoded):
+                try:
+                    setattr(row, f"field_{position}", value.decode())
+                except ValueError as error:
+                    raise RequestProblem(f"rows[{index}].{name}: {error}") from None
+
+
+def _reason(error: Exception) -> str:
+    """The first line of a decoder's error, without the reprs of in-memory files it may carry."""
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", line)
+
+
+# --- images, sounds and series ---------------------------------------------------------------------
+
+def read_image(value: Any, info: ValidationInfo) -> Any:
+    """A base64 string (optionally a data: URL) or uploaded bytes -> an Undecoded PIL image: its
+    header is read and charged now, its pixels decoded by `decode`."""
+    from PIL import Image, UnidentifiedImageError
+
+    data = _base64_bytes(value, "image")
+    if data is None:
+        return None
     try:
-        image = Image.open(io.BytesIO(value), formats=IMAGE_FORMATS)
-        if image.width * image.height > MAX_IMAGE_PIXELS:
-            raise ValueError(f"the image is {image.width}x{image.height} pixels, over the limit of "
-                             f"{MAX_IMAGE_PIXELS:,}; send a smaller image")
-        image.load()  # decodes every pixel now: a truncated file fails here, with its field named
+        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)  # reads the header only
+    except Image.DecompressionBombError:
+        raise over_budget(f"the image is over {2 * Image.MAX_IMAGE_PIXELS:,} pixels, over the limit of "
+                          f"{_budget(info).image_pixels:,} per image (--max-image-pixels); send a smaller "
+                          f"image") from None
+    except UnidentifiedImageError:
+        raise ValueError(f"cannot read the image (not a known image format); send a "
+                         f"{', '.join(IMAGE_FORMATS)} file") from None
+    except (OSError, SyntaxError, EOFError, ValueError, struct.error) as error:  # PIL's errors on bad headers
+        raise ValueError(f"cannot read the image ({_reason(error)}); send a {', '.join(IMAGE_FORMATS)} "
+                         f"file") from None
+    _budget(info).charge_image(image.width, image.height)
+    return Undecoded(partial(_decode_image, image))
+
+
+def _decode_image(image) -> Any:
+    from PIL import ImageOps
+
+    try:
+        image.load()  # every pixel now: a truncated file fails here, with its field named
         return ImageOps.exif_transpose(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"cannot read the image ({reason}); send a {', '.join(IMAGE_FORMATS)} file") from None
+    except (OSError, SyntaxError, EOFError, ValueError, struct.error) as error:
+        raise ValueError(f"cannot read the image ({_reason(error)}); send a {', '.join(IMAGE_FORMATS)} "
+                         f"file") from None
 
 
 def _base64_bytes(value: Any, what: str) -> bytes | None:
@@ -105,33 +194,77 @@ def _base64_bytes(value: Any, what: str) -> bytes | None:
     return bytes(value)
 
 
-def read_sound(rate: int, value: Any) -> Any:
-    """A base64 string or uploaded bytes of a WAV / FLAC / OGG file -> (samples, channels) float32
-    at `rate` (resampled in memory: the audio feature takes arrays at that rate)."""
+def read_sound(rate: int, value: Any, info: ValidationInfo) -> Any:
+    """A base64 string or uploaded bytes of a WAV / FLAC / OGG file -> an Undecoded sound: its
+    header (frames, channels, rate) is read and charged now; `decode` gives (samples, 1) float32
+    at `rate`, the array the audio feature takes."""
     import soundfile
-    import torch
-
-    from lamina.features.audio_encoders import resample
 
     data = _base64_bytes(value, "sound")
     if data is None:
         return None
     try:
-        sound, original = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (RuntimeError, soundfile.LibsndfileError, TypeError, ValueError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"cannot read the sound ({reason}); send a WAV, FLAC or OGG file") from None
+        with soundfile.SoundFile(io.BytesIO(data)) as sound:
+            frames, channels, original = sound.frames, sound.channels, sound.samplerate
+    except (RuntimeError, TypeError, ValueError) as error:  # soundfile's LibsndfileError is a RuntimeError
+        raise ValueError(f"cannot read the sound ({_reason(error)}); send a WAV, FLAC or OGG file") from None
+    if frames <= 0:
+        raise ValueError("the sound file holds no samples")
+    divisor = math.gcd(original, rate)
+    if (original // divisor) * (rate // divisor) > MAX_RESAMPLING_FILTER:
+        raise ValueError(f"the sound is sampled at {original} Hz, which cannot be resampled to the model's "
+                         f"{rate} Hz at a bounded cost; send it at {rate} Hz or a common rate (8000, 16000, "
+                         f"22050, 44100 or 48000 Hz)")
+    resampled = math.ceil(frames * rate / original) if original != rate else 0
+    _budget(info).charge_sound(frames * channels + resampled)
+    return Undecoded(partial(_decode_sound, data, frames, original, rate))
+
+
+def _decode_sound(data: bytes, frames: int, original: int, rate: int) -> np.ndarray:
+    import soundfile
+    import torch
+
+    from lamina.features.audio_encoders import resample
+
+    try:
+        with soundfile.SoundFile(io.BytesIO(data)) as file:
+            sound = file.read(frames=frames, dtype="float32", always_2d=True)  # never more than was charged
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise ValueError(f"cannot read the sound ({_reason(error)}); send a WAV, FLAC or OGG file") from None
     if sound.size == 0:
         raise ValueError("the sound file holds no samples")
-    channels = [resample(torch.from_numpy(sound[:, channel].copy()), original, rate).numpy()
-                for channel in range(sound.shape[1])]
-    return np.stack(channels, axis=1)  # (samples, channels)
+    mono = np.ascontiguousarray(sound.mean(axis=1))  # the feature mixes down anyway: resample one channel
+    if original != rate:
+        mono = resample(torch.from_numpy(mono), original, rate).numpy()
+    return mono[:, None]  # (samples, 1)
 
 
-def _sequence(value: Any) -> Any:
-    if value is None or isinstance(value, (str, list)):
-        return value
-    raise ValueError("expected a list of time steps (each a list of channel values) or a string like '1,2;3,4'")
+def read_sequence(value: Any) -> Any:
+    """Time steps as nested lists, or inline numbers '1,2;3,4' -> a (T, C) or (T,) float array.
+    A string is data only, whatever it looks like: never a path the feature would open."""
+    from lamina.features.timeseries import parse_text
+
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        try:
+            value = parse_text(value)
+        except Unreadable:  # the message leaves the string out: it may name a file of the server
+            raise ValueError("not numbers separated by ',' and ';'; send a list of time steps (each a list of "
+                             "channel values) or a string like '1,2;3,4' (a string is never read as a file on "
+                             "the server)") from None
+    if not isinstance(value, list):
+        raise ValueError("expected a list of time steps (each a list of channel values) or a string like "
+                         "'1,2;3,4'")
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("ragged or non-numeric: every time step must be a list of the same number of numbers "
+                         "(one per channel)") from None
+    if array.ndim not in (1, 2) or array.size == 0:
+        raise ValueError(f"a list nested {array.ndim} deep with {array.size} numbers; send a non-empty list of "
+                         f"time steps, each a list of channel values")
+    return array
 
 
 # --- the schema ------------------------------------------------------------------------------------
@@ -165,7 +298,7 @@ def _field(feature) -> tuple[Any, Any]:
         before = partial(read_sound, options.array_rate or options.sample_rate)
         about = "a sound file (WAV, FLAC, OGG), base64-encoded; or upload it with multipart/form-data"
     elif kind == "timeseries":
-        accepted, before, schema = Any, _sequence, list[list[float]] | str
+        accepted, before, schema = Any, read_sequence, list[list[float]] | list[float] | str
         about = "time steps, each a list of channel values (or a string: steps split by ';', channels by ',')"
     elif kind == "id":
         accepted, before, schema = str, _as_text, str | int
@@ -258,11 +391,12 @@ def where(location: tuple) -> str:
     return text
 
 
-def explain(error: ValidationError, names: list[str]) -> str:
-    """One message naming the bad fields (missing ones grouped per row) and how to fix the request."""
+def explain(problems: list[dict], names: list[str]) -> str:
+    """One message naming the bad fields (missing ones grouped per row) and how to fix the request,
+    from the problems of a pydantic ValidationError (`errors()`)."""
     missing: dict[str, list[str]] = {}
     messages = []
-    for problem in error.errors(include_url=False):
+    for problem in problems:
         if problem["type"] == "missing" and len(problem["loc"]) > 1:
             missing.setdefault(where(problem["loc"][:-1]), []).append(str(problem["loc"][-1]))
         else:
@@ -272,6 +406,18 @@ def explain(error: ValidationError, names: list[str]) -> str:
                         f"({', '.join(names)}), with null for an unknown value")
     more = len(messages) - 3
     return "; ".join(messages[:3]) + (f"; and {more} more problems" if more > 0 else "")
+
+
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def nesting(text: str) -> int:
+    """The deepest nesting of [ and { in a JSON text that has parsed (so its strings are well formed:
+    the pattern that drops them runs in linear time), counted in C by numpy, not by recursion."""
+    codes = np.frombuffer(_STRING.sub("", text).encode("utf-8"), dtype=np.uint8)
+    steps = ((codes == ord("[")).astype(np.int64) + (codes == ord("{"))
+             - (codes == ord("]")) - (codes == ord("}")))
+    return int(steps.cumsum().max(initial=0))
 
 
 def frame(rows: list[BaseModel], model) -> pd.DataFrame:
