@@ -2,6 +2,7 @@
 in data.py, model.py, train.py, compare.py, explain.py and artifact.py."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import warnings
@@ -14,7 +15,7 @@ import torch
 from lamina import artifact, compare as comparison, evaluation, features, sampling, train
 from lamina.config import Config, load_config
 from lamina.data import (add_absent_labels, check_columns, columns_of, columns_read, learning_rows, read_table,
-                         rows_to_keep, split_rows, tensors)
+                         rows_located, rows_to_keep, split_rows, tensors)
 from lamina.errors import ArtifactError, DataError
 from lamina.model import Network
 
@@ -22,14 +23,24 @@ GENERATION_ROWS = 1000  # train/validation rows whose text outputs are generated
 RANKING_CHUNK = 2048  # rows scored at once against every item of a ranking output
 
 
-def _frame(data: Any) -> tuple[pd.DataFrame, str]:
-    """Like read_table, but also takes one row as a dict or rows as a list of dicts."""
+def _frame(data: Any, config: Config) -> tuple[pd.DataFrame, str]:
+    """Like read_table (a file's columns read as the config's features want them), but also takes
+    one row as a dict or rows as a list of dicts."""
     if isinstance(data, dict):
         data = pd.DataFrame([data]) if all(not isinstance(v, (list, tuple)) for v in data.values()) \
             else pd.DataFrame(data)
     elif isinstance(data, list):
         data = pd.DataFrame(data)
-    return read_table(data)
+    return read_table(data, features.read_types(config))
+
+
+def _rows_located(method):
+    """Errors naming a row of a data file also say on which line of the file it is."""
+    @functools.wraps(method)
+    def located(self, data, *arguments, **options):
+        with rows_located(data):
+            return method(self, data, *arguments, **options)
+    return located
 
 
 def _tune(outputs: list, network, validation: dict | None, training: dict) -> None:
@@ -60,12 +71,13 @@ class Model:
     def __init__(self, config: Config | dict | str | Path):
         self.config = load_config(config)
 
+    @_rows_located
     def fit(self, data: Any, *, output_dir: str | Path | None = None, resume: bool = False,
             quiet: bool = False) -> "Model":
         """Split the data, learn the preprocessing on the training rows, train, and measure on the
         validation and test rows. With `output_dir`, checkpoints each epoch and saves the model."""
         config = self.config
-        frame, source = _frame(data)
+        frame, source = _frame(data, config)
         frame = add_absent_labels(frame, config.outputs)
         torch.manual_seed(config.training.seed)
         inputs = [features.build(feature) for feature in config.inputs]
@@ -125,10 +137,11 @@ class Model:
         if not hasattr(self, "network_"):
             raise ArtifactError("this Model is not trained yet; call fit() first or lamina.load() a saved one")
 
+    @_rows_located
     def evaluate(self, data: Any) -> dict:
         """Loss and metrics of every output on labelled data: {'loss': x, output: {metric: value}}."""
         self._check_fitted()
-        frame, source = _frame(data)
+        frame, source = _frame(data, self.config)
         frame = add_absent_labels(frame, self.config.outputs)
         check_columns(frame, columns_read(self.inputs_ + self.outputs_), source)
         frame = frame[rows_to_keep(frame, self.inputs_, self.outputs_)]
@@ -137,10 +150,11 @@ class Model:
         return train.scores(self.network_, tensors(frame, self.inputs_, self.outputs_), self.outputs_,
                             generate_rows=None)
 
+    @_rows_located
     def predict(self, data: Any) -> pd.DataFrame:
         """Predictions for every row: one column per output, plus probabilities for classifiers."""
         self._check_fitted()
-        frame, source = _frame(data)
+        frame, source = _frame(data, self.config)
         if frame.empty:
             raise DataError(f"{source} has no rows; nothing to predict")
         check_columns(frame, [f.config.name for f in self.inputs_], source)
@@ -183,7 +197,7 @@ class Model:
             frame = feature.profiles([str(user) for user in users])
             source = "the users"
         else:
-            frame, source = _frame(users)
+            frame, source = _frame(users, self.config)
         if frame.empty:
             raise DataError(f"{source} has no rows; nothing to recommend")
         check_columns(frame, [f.config.name for f in self.inputs_], source)
@@ -219,7 +233,7 @@ class Model:
         from lamina.explain import explain
 
         self._check_fitted()
-        frame, source = _frame(rows)
+        frame, source = _frame(rows, self.config)
         if frame.empty:
             raise DataError(f"{source} has no rows; nothing to explain")
         check_columns(frame, [f.config.name for f in self.inputs_], source)
@@ -235,7 +249,7 @@ class Model:
         from lamina.explain import importance
 
         self._check_fitted()
-        frame, source = _frame(data)
+        frame, source = _frame(data, self.config)
         if frame.empty:
             raise DataError(f"{source} has no rows; nothing to measure")
         frame = add_absent_labels(frame, self.config.outputs)

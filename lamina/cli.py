@@ -108,9 +108,7 @@ def _recommend(args) -> None:
     from lamina.stream import Writer
 
     model = load(args.model)
-    source = Path(args.users)
-    users = args.users if source.suffix.lower() in (".csv", ".parquet", ".jsonl", ".json") or source.is_file() \
-        else [user.strip() for user in args.users.split(",") if user.strip()]
+    users = args.users if _is_file(args.users) else [user.strip() for user in args.users.split(",") if user.strip()]
     if isinstance(users, list) and not users:
         raise DataError("--users is empty; give user ids separated by commas (--users 1,2,3) or a file of rows")
     wide = model.recommend(users, k=args.k, exclude_seen=not args.include_seen, output=args.output_name)
@@ -126,6 +124,17 @@ def _recommend(args) -> None:
         writer.close(complete)
     if args.output:
         print(f"wrote {len(long)} recommendations for {len(wide)} users to {args.output}")
+
+
+def _is_file(text: str) -> bool:
+    """Whether --users names a file: a long list of ids is no path (probing it may raise 'File name too
+    long'), and a name with a data suffix that does not exist is a mistyped file, not an id."""
+    from lamina.data import READERS
+
+    try:
+        return Path(text).is_file() or ("," not in text and Path(text).suffix.lower() in READERS)
+    except (OSError, ValueError):  # too long for a path, or holding a NUL byte: ids
+        return False
 
 
 def _needs(extra: str, *modules: str) -> None:
@@ -187,12 +196,13 @@ def _compare(args) -> None:
 
 
 def _explain(args) -> None:
+    from lamina import features
     from lamina.api import load
     from lamina.data import read_table
     from lamina.explain_render import importance_summary, summary
 
     model = load(args.model)
-    frame, _ = read_table(args.data)
+    frame, _ = read_table(args.data, features.read_types(model.config))
     if args.rows is not None and args.rows < 1:
         raise ConfigError(f"--rows must be at least 1; got {args.rows}")
     result = model.explain(frame.head(args.rows) if args.rows else frame, method=args.method,
@@ -351,24 +361,36 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"lamina: warning: {message}", file=file or sys.stderr)
 
 
+def _interrupted(args) -> str:
+    """What an interrupted command leaves behind, and how to go on: only train can resume."""
+    if args.command == "train":
+        return "; rerun with --resume to continue from the last finished epoch checkpointed in --output"
+    if args.command in ("predict", "recommend"):
+        return ("; nothing was written to --output (the partial file was removed); rerun the command"
+                if args.output else "; the rows printed so far are incomplete")
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         with warnings.catch_warnings():  # restores the usual display when main returns
             warnings.showwarning = _one_line_warning  # the documented hook for showing warnings
             args.run(args)
+            sys.stdout.flush()  # a closed pipe shows here, not as an 'Exception ignored' when Python exits
     except (ConfigError, DataError, ArtifactError) as error:
         print(f"lamina: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `lamina predict ... | head`: the reader left, as it may; quiet, like other tools
+        # Python would report the pipe again when it flushes stdout at exit (the recipe of its signal docs)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE: what a shell shows for a tool the pipe stopped
     except OSError as error:  # a file that cannot be read or written: a message, not a traceback
         where = f"'{error.filename}': " if error.filename else ""
         print(f"lamina: error: {where}{error.strerror or error}; check the path and its permissions", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # e.g. `lamina datasets show adult | head`: the reader left, not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     except KeyboardInterrupt:
-        print("lamina: interrupted; a run with --output continues with --resume", file=sys.stderr)
+        print(f"lamina: interrupted{_interrupted(args)}", file=sys.stderr)
         return 130
     return 0
 

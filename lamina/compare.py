@@ -135,7 +135,7 @@ def training_rows(model, data: Any) -> tuple[pd.DataFrame, dict[str, np.ndarray]
     if not recorded:
         raise ArtifactError("this model keeps no record of its training rows (history.json has no 'rows'); "
                             "train it again with this version of lamina")
-    frame, source = read_table(data)
+    frame, source = read_table(data, features.read_types(model.config))  # read as Model.fit read it
     frame = add_absent_labels(frame, model.config.outputs)
     check_columns(frame, columns_read(model.inputs_ + model.outputs_), source)
     frame = frame[rows_to_keep(frame, model.inputs_, model.outputs_)]

@@ -2,6 +2,11 @@
 turning columns into model-ready tensors and batches."""
 from __future__ import annotations
 
+import contextlib
+import csv
+import itertools
+import json
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -22,22 +27,36 @@ SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation"
 
 
 def _not_utf8(path: Path, kind: str) -> str:
-    data = path.read_bytes()
-    try:
-        data.decode("utf-8")
-        where = ""
-    except UnicodeDecodeError as error:
-        line = data[:error.start].count(b"\n") + 1
-        where = f" line {line} (byte {error.start})"
+    """Where a file stops being UTF-8, read block by block (the file may be larger than memory)."""
+    where, offset, lines, carry = " it", 0, 1, b""  # offset: the file position of carry's first byte
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(2 ** 20), b""):
+            data, carry = carry + block, b""
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError as error:
+                if error.reason == "unexpected end of data" and error.end == len(data):
+                    carry = data[error.start:]  # a character cut by the block's end: decode it with the next
+                else:
+                    line = lines + data[:error.start].count(b"\n")
+                    where = f" line {line} (byte {offset + error.start})"
+                    break
+            lines += data[:len(data) - len(carry)].count(b"\n")
+            offset += len(data) - len(carry)
+    if carry and where == " it":  # the file ends inside a character
+        where = f" line {lines} (byte {offset})"
     return (f"cannot read '{path}' as {kind}:{where} is not UTF-8 text; re-save the file as UTF-8 "
             f"(e.g. iconv -f latin1 -t utf-8 '{path.name}' > fixed.{kind})")
 
 
-def read_table(data: Any) -> tuple[pd.DataFrame, str]:
-    """A DataFrame and a label for messages, from a DataFrame, a file path, or a named data set."""
+def read_table(data: Any, types: dict[str, str] | None = None) -> tuple[pd.DataFrame, str]:
+    """A DataFrame and a label for messages, from a DataFrame, a file path, or a named data set.
+    `types` ({column: 'string' or 'number'}, from features.read_types) says how a file's columns are
+    read, so training and prediction read them alike; other columns are read as the reader guesses."""
     if isinstance(data, pd.DataFrame):
         if not all(isinstance(column, str) for column in data.columns):  # config names are strings
             data = data.rename(columns=str)
+        refuse_duplicates(list(data.columns), "the DataFrame")
         return data, "the DataFrame"
     if not isinstance(data, (str, Path)):
         raise DataError(f"data must be a pandas DataFrame or a path to a CSV/Parquet/JSONL file; "
@@ -56,22 +75,152 @@ def read_table(data: Any) -> tuple[pd.DataFrame, str]:
     if not suffixes:
         raise DataError(f"cannot read '{path}': expected a file ending in {', '.join(sorted(READERS))}")
     kind = READERS[suffixes[-1].lower()]
-    try:
-        if kind == "parquet":
-            frame = pd.read_parquet(path)
-        elif kind == "jsonl":  # JSON lines; a .json file may also hold one array of records
-            with open(path, "rb") as handle:
-                is_array = path.suffix.lower() == ".json" and handle.read(4096).lstrip().startswith(b"[")
-            frame = pd.read_json(path, lines=not is_array)
-        else:
-            frame = pd.read_csv(path, sep="\t" if kind == "tsv" else ",", skipinitialspace=True)
-    except UnicodeDecodeError:
-        raise DataError(_not_utf8(path, kind)) from None
-    except (ValueError, OSError, pd.errors.ParserError) as error:
-        raise DataError(f"cannot read '{path}' as {kind}: {str(error).splitlines()[0]}") from None
+    with read_errors(path, kind):
+        frame, _ = open_table(path, kind, types)
     if frame.empty:
         raise DataError(f"'{path}' has no rows")
     return frame, f"'{path}'"
+
+
+def chunkable_kind(data: Any) -> str | None:
+    """csv / tsv / parquet / jsonl for a file that can be read in chunks; None for anything else
+    (a DataFrame, a data set name, a folder, a .json file holding one array)."""
+    if not isinstance(data, (str, Path)) or not Path(data).is_file():
+        return None
+    suffixes = [suffix.lower() for suffix in Path(data).suffixes if suffix.lower() in READERS]
+    if not suffixes:
+        return None
+    if READERS[suffixes[-1]] == "jsonl" and _is_json_array(Path(data)):
+        return None
+    return READERS[suffixes[-1]]
+
+
+def _is_json_array(path: Path) -> bool:
+    if path.suffix.lower() != ".json":
+        return False
+    with open(path, "rb") as handle:
+        return handle.read(4096).lstrip().startswith(b"[")
+
+
+def open_table(path: Path, kind: str, types: dict[str, str] | None, rows: int | None = None):
+    """(the whole frame, or with `rows` an iterator of frames of that many rows; the row count when
+    the file says it). Columns are read as `types` says: text columns as strings in CSV (pandas would
+    guess per chunk, turning '007' into 7 in one and not in another), JSON values as the file types
+    them (pandas would guess numbers and dates from strings). Two columns of one name are refused."""
+    separator = "\t" if kind == "tsv" else ","
+    strings = {name: str for name, read_as in (types or {}).items() if read_as == "string"}
+    if kind == "parquet":
+        import pyarrow.parquet as parquet
+
+        file = parquet.ParquetFile(path)
+        refuse_duplicates(file.schema_arrow.names, f"'{path}'")
+        if rows is None:
+            return file.read().to_pandas(), file.metadata.num_rows
+        return (batch.to_pandas() for batch in file.iter_batches(batch_size=rows)), file.metadata.num_rows
+    if kind == "jsonl":
+        array = _is_json_array(path)
+        if not array:
+            refuse_duplicates(_first_record_keys(path), f"'{path}'")
+        return pd.read_json(path, lines=not array, dtype=False, chunksize=None if array else rows), None
+    header = pd.read_csv(path, sep=separator, header=None, nrows=1, dtype=str, keep_default_na=False,
+                         skipinitialspace=True)  # the names as written: pandas renames a second 'x' to 'x.1'
+    names = [str(name) for name in header.iloc[0] if str(name).strip()] if len(header) else []  # '': 'Unnamed: 3'
+    refuse_duplicates(names, f"'{path}'")
+    return pd.read_csv(path, sep=separator, skipinitialspace=True, dtype=strings or None, chunksize=rows), None
+
+
+def _first_record_keys(path: Path) -> list[str]:
+    """The keys of the first record of a JSON-lines file, repeats included (pandas keeps the last)."""
+    with open(path, "rb") as handle:
+        for line in itertools.islice(handle, 1000):  # a few blank lines may come first
+            if line.strip():
+                try:
+                    pairs = json.loads(line, object_pairs_hook=lambda items: items)
+                except ValueError:  # the reader names the problem, with its position
+                    return []
+                return [key for key, _ in pairs] if isinstance(pairs, list) else []
+    return []
+
+
+def refuse_duplicates(names: list, source: str) -> None:
+    """Two columns of one name: which one a feature reads would be a guess."""
+    seen = set()
+    for position, name in enumerate(names):
+        if name in seen:
+            first = names.index(name)
+            raise DataError(f"{source} has two columns named '{name}' (columns {first + 1} and {position + 1}); "
+                            f"rename or remove one of them")
+        seen.add(name)
+
+
+@contextlib.contextmanager
+def read_errors(path: Path, kind: str, after: Callable[[], int] | None = None):
+    """A file that cannot be read as `kind` gives one DataError naming it (and the rows read before the
+    problem, when `after` counts them), never a traceback from the reader."""
+    try:
+        yield
+    except DataError:
+        raise
+    except UnicodeDecodeError:
+        raise DataError(_not_utf8(path, kind)) from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"'{path}' is empty: no header and no rows; give a file with a header line and rows") \
+            from None
+    except (ValueError, OSError, pd.errors.ParserError) as error:  # pyarrow's errors are ValueError/OSError
+        where = f" after row {after()}" if after is not None and after() else ""
+        if "EOF inside string" in str(error):  # pandas counts its 'row' in a way no editor shows
+            raise DataError(f"cannot read '{path}' as {kind}: the quote (\") opened on line "
+                            f"{_unclosed_quote_line(path, kind)} is never closed; close it or remove it") from None
+        raise DataError(f"cannot read '{path}' as {kind}{where}: {str(error).strip().splitlines()[0]}") from None
+
+
+ROW = re.compile(r"\brow (\d+)\b")  # how messages name a row: its number in the file (0 = the first data row)
+
+
+@contextlib.contextmanager
+def rows_located(data: Any):
+    """A DataError naming a row of a CSV/TSV/JSON-lines file also says on which line the row is, for
+    an editor: 'row 17 (line 19 of data.csv)'."""
+    try:
+        yield
+    except DataError as error:
+        message, kind = str(error), chunkable_kind(data)
+        match = ROW.search(message)
+        line = line_of_row(Path(data), kind, int(match.group(1))) if match and kind in ("csv", "tsv", "jsonl") \
+            else None
+        if line is None:
+            raise
+        raise DataError(f"{message[:match.end()]} (line {line} of {Path(data).name}){message[match.end():]}") \
+            from None
+
+
+def _unclosed_quote_line(path: Path, kind: str) -> int:
+    """The line where the record holding an unclosed quote starts: it is the last one, as it runs
+    to the end of the file."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t" if kind == "tsv" else ",", skipinitialspace=True)
+        start = previous = 1
+        for _ in reader:
+            start, previous = previous, reader.line_num + 1
+    return start
+
+
+def line_of_row(path: Path, kind: str, row: int) -> int | None:
+    """The line where data row `row` starts, skipping what the reader skips (blank lines, the header)
+    and counting line breaks inside quoted cells. Read only when an error names a row."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+        if kind == "jsonl":
+            records = (number for number, line in enumerate(handle, 1) if line.strip())
+            return next(itertools.islice(records, row, None), None)
+        reader = csv.reader(handle, delimiter="\t" if kind == "tsv" else ",", skipinitialspace=True)
+        seen, start = -1, 1  # -1: the header comes first
+        for record in reader:
+            if len(record) > 1 or (record and record[0].strip()):  # pandas skips blank lines
+                if seen == row:
+                    return start
+                seen += 1
+            start = reader.line_num + 1
+    return None
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom"}

@@ -4,6 +4,7 @@ its predictions to the output (CSV, Parquet or JSON lines) at once, under a prog
 holds one chunk and its predictions, whatever the size of the file."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -11,62 +12,40 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from lamina.data import READERS, read_table
+from lamina import features
+from lamina.data import chunkable_kind, open_table, read_errors, read_table, rows_located
 from lamina.errors import DataError
 
 CHUNK_ROWS = 50_000
 
 
-def _file_kind(data: Any) -> str | None:
-    """csv / tsv / parquet / jsonl for a file that can be read in chunks; None for anything else
-    (a DataFrame, a data set name, a folder, a .json file holding one array)."""
-    if not isinstance(data, (str, Path)) or not Path(data).is_file():
-        return None
-    suffixes = [suffix.lower() for suffix in Path(data).suffixes if suffix.lower() in READERS]
-    if not suffixes:
-        return None
-    kind = READERS[suffixes[-1]]
-    if kind == "jsonl" and suffixes[-1] == ".json":
-        with open(data, "rb") as handle:
-            if handle.read(4096).lstrip().startswith(b"["):
-                return None
-    return kind
-
-
-def chunks(data: Any, rows: int = CHUNK_ROWS) -> tuple[Iterator[pd.DataFrame], int | None]:
+def chunks(data: Any, rows: int = CHUNK_ROWS, types: dict[str, str] | None = None
+           ) -> tuple[Iterator[pd.DataFrame], int | None]:
     """The table in chunks of at most `rows` rows (index = row numbers in the file, so errors
-    name the right row), and the total number of rows when the file says it."""
-    kind = _file_kind(data)
+    name the right row), and the total number of rows when the file says it. `types` (from
+    features.read_types) makes every chunk read a column alike. A file that cannot be read gives a
+    DataError here (its header, its footer) or while iterating (a bad line further on)."""
+    kind = chunkable_kind(data)
     if kind is None:
-        frame, _ = read_table(data)
-        return iter([frame]), len(frame)
-    if kind == "parquet":
-        import pyarrow.parquet as parquet
-
-        file = parquet.ParquetFile(data)
-        batches = (batch.to_pandas() for batch in file.iter_batches(batch_size=rows))
-        return _numbered(batches, data, kind), file.metadata.num_rows
-    if kind == "jsonl":
-        reader = pd.read_json(data, lines=True, chunksize=rows)
-    else:
-        reader = pd.read_csv(data, sep="\t" if kind == "tsv" else ",", skipinitialspace=True, chunksize=rows)
-    return _numbered(reader, data, kind), None
+        frame, _ = read_table(data, types)
+        return (part for part in [frame]), len(frame)
+    path = Path(data)
+    with read_errors(path, kind):
+        frames, total = open_table(path, kind, types, rows)
+    return _numbered(frames, path, kind), total
 
 
-def _numbered(frames, data, kind: str) -> Iterator[pd.DataFrame]:
+def _numbered(frames, path: Path, kind: str) -> Iterator[pd.DataFrame]:
     start = 0
-    try:
+    with contextlib.closing(frames), read_errors(path, kind, after=lambda: start):  # closes the file early
         for frame in frames:
+            if frame.empty:  # the JSON-lines reader gives an empty chunk for a chunk of blank lines
+                continue
             frame.index = pd.RangeIndex(start, start + len(frame))
             start += len(frame)
             yield frame
-    except UnicodeDecodeError:
-        raise DataError(f"cannot read '{data}' as {kind}: it is not UTF-8 text after row {start}; re-save it as "
-                        f"UTF-8") from None
-    except (ValueError, pd.errors.ParserError) as error:
-        raise DataError(f"cannot read '{data}' as {kind} after row {start}: {str(error).splitlines()[0]}") from None
     if start == 0:
-        raise DataError(f"'{data}' has no rows")
+        raise DataError(f"'{path}' has no rows")
 
 
 class Writer:
@@ -124,12 +103,15 @@ def predict_file(model, data: Any, output: str | Path | None, chunk_rows: int = 
 
     if chunk_rows < 1:
         raise DataError(f"--chunk-size must be at least 1 row, got {chunk_rows}")
-    frames, total = chunks(data, chunk_rows)
+    frames, total = chunks(data, chunk_rows, features.read_types(model.config))
     writer, count, complete = Writer(output), 0, False
     try:
-        with tqdm(total=total, unit=" rows", disable=not progress, file=sys.stderr, leave=False) as bar:
+        with contextlib.closing(frames), tqdm(total=total, unit=" rows", disable=not progress, file=sys.stderr,
+                                              leave=False) as bar:
             for frame in frames:
-                writer.write(model.predict(frame))
+                with rows_located(data):
+                    predictions = model.predict(frame)
+                writer.write(predictions)
                 bar.update(len(frame))
                 count += 1
         complete = True

@@ -155,14 +155,11 @@ def error_cases(project: dict) -> dict[str, tuple[list, str]]:
         "init-config bad target": (["init-config", "--data", data, "--target", "incom"],
                                    "did you mean 'income'?"),
         "unknown data set": (["datasets", "show", "adlt"], "did you mean 'adult'?"),
-        "resume without checkpoint": (["train", "--config", good, "--data", data, "--output", root / "fresh",
-                                       "--resume", "--quiet"], "nothing to resume"),
     }
 
 
 CASES = ["config file missing", "config typo", "column not in data", "data file missing", "model folder missing",
-         "predict data missing", "predict output folder missing", "init-config bad target", "unknown data set",
-         "resume without checkpoint"]
+         "predict data missing", "predict output folder missing", "init-config bad target", "unknown data set"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -214,3 +211,54 @@ def test_datasets_show_an_image_data_set(capsys):
     assert main(["datasets", "show", "digits"]) == 0
     printed = capsys.readouterr().out
     assert "1797 rows" in printed and "(arrays)" in printed
+
+
+def test_predict_piped_into_head_stops_quietly(project, tmp_path):
+    data = write_table(people(20_000, seed=3), tmp_path / "many.csv")  # far more than a pipe holds
+    process = subprocess.Popen([sys.executable, "-m", "lamina.cli", "predict", "--model", str(project["model"]),
+                                "--data", str(data), "--chunk-size", "2000"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert process.stdout.readline() == b"income,income_probability\n"
+        process.stdout.close()  # as `head -n 1` does
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 141 and err == b"", err  # 128 + SIGPIPE, no message, no traceback
+
+
+@pytest.mark.parametrize("command", ["predict", "train"])
+def test_interrupted_command_says_what_is_left(project, tmp_path, monkeypatch, command):
+    def interrupt(*arguments, **options):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lamina.api.Model, "predict" if command == "predict" else "fit", interrupt)
+    output = tmp_path / "out" / "predictions.csv"
+    output.parent.mkdir()
+    argv = ["predict", "--model", project["model"], "--data", project["data"], "--output", output] \
+        if command == "predict" else ["train", "--config", project["config"], "--data", project["data"],
+                                      "--output", output.parent / "model"]
+    code, _, err = run(argv)
+    assert code == 130 and err.startswith("lamina: interrupted") and err.count("\n") == 1
+    if command == "predict":  # predict cannot resume: say what happened to the output instead
+        assert "--resume" not in err and "nothing was written to --output" in err
+        assert not any(output.parent.iterdir())
+    else:
+        assert "--resume" in err
+
+
+def test_recommend_for_a_long_list_of_user_ids(tmp_path):
+    rows = [{"user": str(user), "item": f"m{(user + step) % 6}", "time": step}
+            for user in range(1, 31) for step in range(4)]
+    model = lamina.Model({"inputs": [{"name": "user", "type": "id", "min_count": 1, "embedding_size": 4}],
+                          "hidden": {"layers": 1, "size": 8},
+                          "outputs": [{"name": "item", "type": "ranking", "user": "user", "k": 2}],
+                          "training": {"epochs": 1, "batch_size": 64, "learning_rate": 0.01},
+                          "split": {"method": "time", "column": "time", "group": "user", "holdout": 1}})
+    model.fit(pd.DataFrame(rows), output_dir=tmp_path / "model", quiet=True)
+    users = ",".join(str(user) for user in range(1, 672))  # longer than any file name may be
+    code, out, err = run(["recommend", "--model", tmp_path / "model", "--users", users])
+    assert code == 0, err
+    assert len(out.strip().splitlines()) == 1 + 671 * 2
+    code, _, err = run(["recommend", "--model", tmp_path / "model", "--users", tmp_path / "users.csv"])
+    assert code == 2 and "users.csv' does not exist" in err  # a file name is still read as a file

@@ -251,7 +251,7 @@ def test_fit_and_predict_from_a_file(tmp_path):
 
 
 def test_unseen_values_at_predict_time_map_to_unknown(binary_model):
-    new = pd.DataFrame({"age": [30.0], "city": ["tokyo"], "member": ["maybe"], "tags": ["zzz|a"]})
+    new = pd.DataFrame({"age": [30.0], "city": ["tokyo"], "member": ["yes"], "tags": ["zzz|a"]})
     predictions = binary_model.predict(new)
     assert predictions["income"].iloc[0] in ("high", "low")
     assert np.isfinite(predictions["income_probability"]).all()
@@ -359,3 +359,24 @@ def test_fit_with_split_column_trains_on_its_rows():
     model = fit(frame, split={"method": "column", "column": "part"})
     assert model.training_["rows"] == {"train": 60, "validation": 20, "test": 20}
     assert torch.isfinite(torch.tensor(model.metrics_["test"]["loss"]))
+
+
+def test_cells_are_strings_one_by_one_whatever_the_dtype():
+    from lamina.features.common import as_strings
+
+    mixed = pd.Series([1.0, 7.5, np.nan, 3.0])
+    assert as_strings(mixed).tolist()[:2] == ["1", "7.5"] and as_strings(mixed.iloc[[0]]).tolist() == ["1"]
+    assert as_strings(pd.Series([7, "a", 2.0, True], dtype=object)).tolist() == ["7", "a", "2", "True"]
+    assert as_strings(pd.Series([" 007 ", "12", "3.0", "3.50", None])).tolist()[:4] == ["007", "12", "3", "3.50"]
+
+
+def test_cells_in_messages_are_short_and_never_a_memory_address():
+    import io
+
+    from lamina.features.common import describe_cell
+
+    assert describe_cell(io.BytesIO(b"\x89PNG1234")) == "an in-memory file (8 bytes)"
+    assert describe_cell(b"abc") == "in-memory bytes (3 bytes)"
+    assert describe_cell(np.zeros((2, 3))) == "an array of shape (2, 3)"
+    assert describe_cell(np.str_("maybe")) == "'maybe'" and describe_cell(True) == "True"
+    assert " at 0x" not in describe_cell(object()) and len(describe_cell("x" * 500)) < 210

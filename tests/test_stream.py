@@ -41,8 +41,8 @@ def test_chunks_give_the_unchunked_predictions(folder, tmp_path, source, target)
         largest.append(len(frame))
         return model.predict(frame)
 
-    rows, chunks = predict_file(types.SimpleNamespace(predict=predict), data, tmp_path / f"out{target}",
-                                chunk_rows=200, progress=False)
+    rows, chunks = predict_file(types.SimpleNamespace(predict=predict, config=model.config), data,
+                                tmp_path / f"out{target}", chunk_rows=200, progress=False)
     assert (rows, chunks) == (1050, 6) and max(largest) == 200
     whole = model.predict(people(1050, seed=4))
     got = read(tmp_path / f"out{target}")
@@ -61,6 +61,29 @@ def test_cli_reports_chunks_and_errors_name_the_file_row(folder, tmp_path):
     broken = people(500, seed=2).astype({"age": object})
     broken.loc[420, "age"] = "old"
     write_table(broken, tmp_path / "broken.csv")
-    with pytest.raises(DataError, match="row 420: 'old' is not a number"):
+    with pytest.raises(DataError, match=r"row 420 \(line 422 of broken.csv\): 'old' is not a number"):
         predict_file(lamina.load(folder), tmp_path / "broken.csv", tmp_path / "b.csv", chunk_rows=150, progress=False)
     assert not (tmp_path / "b.csv").exists() and not list(tmp_path.glob(".b.csv*"))  # no half-written file
+
+
+def test_errors_name_the_line_of_the_file_across_chunks(folder, tmp_path):
+    frame = people(40, seed=3)
+    frame["age"] = frame["age"].astype(object)
+    frame.loc[3, "tags"] = "a|\nb"  # a quoted cell over two lines: every later row starts a line further
+    frame.loc[17, "age"] = "old"
+    csv_text = frame.to_csv(index=False)
+    (tmp_path / "rows.csv").write_text(csv_text.replace("\n", "\n\n", 1))  # and a blank line after the header
+    with pytest.raises(DataError, match=r"column 'age' row 17 \(line 21 of rows.csv\): 'old' is not a number"):
+        predict_file(lamina.load(folder), tmp_path / "rows.csv", None, chunk_rows=5, progress=False)
+    lines = frame.to_json(orient="records", lines=True).splitlines()
+    (tmp_path / "rows.jsonl").write_text("\n".join(lines[:10] + ["", ""] + lines[10:]) + "\n")
+    with pytest.raises(DataError, match=r"row 17 \(line 20 of rows.jsonl\): 'old' is not a number"):
+        predict_file(lamina.load(folder), tmp_path / "rows.jsonl", None, chunk_rows=5, progress=False)
+
+
+def test_blank_lines_in_json_lines_are_skipped_in_every_chunk(folder, tmp_path):
+    lines = people(12, seed=5).to_json(orient="records", lines=True).splitlines()
+    (tmp_path / "rows.jsonl").write_text("\n".join(lines[:4] + ["", "", ""] + lines[4:]) + "\n")
+    rows, _ = predict_file(lamina.load(folder), tmp_path / "rows.jsonl", tmp_path / "out.csv", chunk_rows=2,
+                           progress=False)
+    assert rows == 12 and len(pd.read_csv(tmp_path / "out.csv")) == 12

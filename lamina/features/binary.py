@@ -18,9 +18,11 @@ from torch import nn
 
 from lamina import calibration
 from lamina.errors import DataError
-from lamina.features.common import LinearHead, as_strings, class_weights, missing_mask, raise_if_missing
+from lamina.features.common import (LinearHead, as_strings, class_weights, describe_cell, missing_mask,
+                                    raise_if_missing)
 
 CAN_BE_OUTPUT = True
+READ_AS = "string"  # a file's column is read as text, as the two values were seen in training
 MAIN_METRIC = ("roc_auc", "max")
 TRUTHY = {"1", "true", "yes", "y", "t", "positive", "pos"}
 THRESHOLD_RULES = ("threshold", "minimum_precision", "minimum_recall", "costs")
@@ -140,7 +142,21 @@ class Feature:
     def transform(self, column: pd.Series) -> torch.Tensor:
         if self.config.missing == "error":
             raise_if_missing(column, self.config.name)
-        return torch.from_numpy(self._encode(column))  # (N,), NaN for missing or unseen values
+        encoded = self._encode(column)
+        unseen = np.isnan(encoded) & ~missing_mask(column)
+        negative, positive = self.stats["labels"]
+        if unseen.any() and not self.stats["counts"][0]:
+            # training saw only `positive` (an anomaly model's normal rows): any other value is 'not positive'
+            encoded[unseen] = 0.0
+        elif unseen.any():
+            # a value seen in no training row ('maybe', 'Yes' for 'yes') is a mistake in the data, not a
+            # missing value: read as missing it would silently become the fill (the server refuses it too)
+            position = int(np.argmax(unseen))
+            raise DataError(f"column '{self.config.name}' row {column.index[position]}: "
+                            f"{describe_cell(column.iloc[position])} is not a value seen in training "
+                            f"({negative!r} or {positive!r}); write it as one of them, leave the cell empty if it "
+                            f"is missing, or declare the column type: category")
+        return torch.from_numpy(encoded)  # (N,), NaN for missing values
 
     def encoder(self) -> nn.Module:
         return Encoder(self.stats)

@@ -23,6 +23,7 @@ from lamina.features.common import (MISSING, UNKNOWN, LinearHead, as_strings, cl
                                     raise_if_missing)
 
 CAN_BE_OUTPUT = True
+READ_AS = "string"  # a file's column is read as text: the code "007" is not the number 7
 MAIN_METRIC = ("accuracy", "max")
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import os
+import re
 from typing import Any
 
 import numpy as np
@@ -38,16 +40,70 @@ def raise_if_missing(column: pd.Series, feature_name: str) -> None:
         )
 
 
+WHOLE_NUMBER = re.compile(r"([+-]?\d+)\.0+")  # '1.0' as a text cell: how pandas writes 1 in a column with gaps
+
+
 def as_strings(column: pd.Series) -> pd.Series:
-    """Values as stripped strings (vectorised); integral floats print without '.0' so 1 and 1.0 agree."""
-    if pd.api.types.is_bool_dtype(column):
+    """Values as stripped strings, each cell on its own: a chunk of a column gives the same strings
+    as the whole column, whatever dtype pandas chose for either. Whole numbers read without '.0', so
+    1, 1.0 and the text '1.0' (a CSV written from a column with gaps) agree, while '007' stays '007'.
+    Missing cells stay missing (callers mask them)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        column = column.astype(object)
+    if pd.api.types.is_bool_dtype(column) or pd.api.types.is_integer_dtype(column):
         return column.astype(str)
-    if pd.api.types.is_numeric_dtype(column):
-        present = column.dropna()
-        if pd.api.types.is_float_dtype(column) and (present == present.round()).all():
-            return column.astype("Int64").astype(str)
-        return column.astype(str)
-    return column.astype(str).str.strip()
+    if pd.api.types.is_float_dtype(column):
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        whole = np.isfinite(values) & (values == np.round(values)) & (np.abs(values) < 2.0 ** 63)
+        strings = column.astype(str).to_numpy(dtype=object, na_value=np.nan)
+        strings[whole] = values[whole].astype(np.int64).astype(str)
+        return pd.Series(strings, index=column.index, dtype=object)
+    if pd.api.types.infer_dtype(column, skipna=True) in ("string", "empty"):
+        strings = column.astype(str).str.strip()
+        if strings.str.endswith("0").any():  # the cheap test first: this runs per column per call
+            strings = strings.str.replace(f"^{WHOLE_NUMBER.pattern}$", r"\1", regex=True)
+        return strings
+    return column.map(cell_text)  # mixed cells (e.g. JSON numbers and strings): one by one
+
+
+def cell_text(value: Any) -> Any:
+    """One cell as as_strings writes it: stripped text, whole numbers without '.0'; missing stays."""
+    if isinstance(value, str):
+        whole = WHOLE_NUMBER.fullmatch(value.strip())
+        return whole.group(1) if whole else value.strip()
+    if is_missing_cell(value):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (float, np.floating)) and math.isfinite(value) and value == round(value) \
+            and abs(value) < 2.0 ** 63:
+        return str(int(value))
+    return str(value).strip()
+
+
+def describe_cell(value: Any) -> str:
+    """A cell as error messages show it: short, and never a memory address (an in-memory file or
+    bytes are described by their size)."""
+    if isinstance(value, np.generic):  # np.str_('x') reads as 'x'
+        value = value.item()
+    if isinstance(value, (str, os.PathLike)):
+        text = str(value)  # a file path is shown whole; a long text is cut
+        return repr(text if len(text) <= 200 else text[:197] + "...")
+    if isinstance(value, (bytes, bytearray)):
+        return f"in-memory bytes ({len(value)} bytes)"
+    if hasattr(value, "getbuffer"):  # io.BytesIO
+        return f"an in-memory file ({value.getbuffer().nbytes} bytes)"
+    if hasattr(value, "read"):
+        return f"an open file ({type(value).__name__})"
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return f"an array of shape {tuple(shape)}"
+    if isinstance(value, dict):
+        return f"a dict with keys {sorted(map(str, value))[:5]}"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    text = repr(value)
+    return text if len(text) <= 60 and " at 0x" not in text else f"a {type(value).__name__}"
 
 
 def class_weights(setting: Any, counts: list[int], labels: list[str], feature_name: str) -> list[float] | None:

@@ -16,6 +16,7 @@ from lamina.errors import DataError
 from lamina.features.common import as_strings, missing_mask, raise_if_missing
 
 CAN_BE_OUTPUT = False
+READ_AS = "string"  # a file's column is read as text: the id "007" is not the number 7
 MISSING_ROW = 0  # embedding rows: 0 missing, 1..V the kept ids, then the hash buckets
 
 

@@ -15,9 +15,10 @@ from sklearn import metrics as skm
 from torch import nn
 
 from lamina.errors import DataError
-from lamina.features.common import LinearHead, missing_mask, raise_if_missing, to_float_tensor
+from lamina.features.common import LinearHead, describe_cell, missing_mask, raise_if_missing, to_float_tensor
 
 CAN_BE_OUTPUT = True
+READ_AS = "number"  # a file's column is left to the reader's number parsing (parse() checks each cell)
 MAIN_METRIC = ("rmse", "min")  # (metric, better direction) used for early stopping and comparisons
 
 
@@ -46,6 +47,7 @@ class Options(BaseModel):
 
 def parse(column: pd.Series, name: str) -> np.ndarray:
     """Floats with NaN for missing; a value that is present but not a number is an error."""
+    _refuse_booleans(column, name)
     numbers = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     bad = np.isnan(numbers) & ~missing_mask(column)
     if bad.any():
@@ -58,6 +60,22 @@ def parse(column: pd.Series, name: str) -> np.ndarray:
         position = int(np.argmax(np.isinf(numbers)))
         raise DataError(f"column '{name}' row {column.index[position]}: infinite value; replace it")
     return numbers
+
+
+def _refuse_booleans(column: pd.Series, name: str) -> None:
+    """true/false (JSON booleans, a DataFrame of bools) are not numbers, though pandas would read
+    them as 1 and 0: a yes/no column declared as a number is a mistake in the config."""
+    if pd.api.types.is_bool_dtype(column):
+        flags = ~missing_mask(column)
+    elif column.dtype == object:
+        flags = column.map(lambda value: isinstance(value, (bool, np.bool_))).to_numpy(dtype=bool)
+    else:
+        return
+    if flags.any():
+        position = int(np.argmax(flags))
+        raise DataError(f"column '{name}' row {column.index[position]}: {describe_cell(column.iloc[position])} is a "
+                        f"true/false value, not a number; declare the column type: binary, or write the values as "
+                        f"numbers")
 
 
 def _log(x: torch.Tensor) -> torch.Tensor:

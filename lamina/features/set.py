@@ -14,9 +14,10 @@ from sklearn import metrics as skm
 from torch import nn
 
 from lamina.errors import DataError
-from lamina.features.common import LinearHead, missing_mask, raise_if_missing, to_float_tensor
+from lamina.features.common import LinearHead, cell_text, missing_mask, raise_if_missing, to_float_tensor
 
 CAN_BE_OUTPUT = True
+READ_AS = "string"  # a file's column is read as text (labels like 007 keep their zeros), lists as lists
 MAIN_METRIC = ("f1_micro", "max")
 
 
@@ -45,9 +46,9 @@ def labels_per_row(column: pd.Series, delimiter: str) -> tuple[np.ndarray, np.nd
     for position, (value, gone) in enumerate(zip(column.to_numpy(dtype=object), missing_mask(column))):
         if gone:
             continue
-        for label in (value if isinstance(value, LIST_TYPES) else str(value).split(delimiter)):
-            label = str(label).strip()
-            if label:
+        for label in (value if isinstance(value, LIST_TYPES) else cell_text(value).split(delimiter)):
+            label = cell_text(label)  # a label 1.0 is the label 1, in every chunk of a file
+            if isinstance(label, str) and label:
                 rows.append(position)
                 labels.append(label)
     return np.array(rows, dtype=np.int64), np.array(labels, dtype=object)

@@ -18,9 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from lamina.errors import DataError
-from lamina.features.common import missing_mask, raise_if_missing
+from lamina.features.common import cell_text, missing_mask, raise_if_missing
 
 CAN_BE_OUTPUT = True
+READ_AS = "string"  # a file's column is read as text: "007" stays "007", never the number 7
 MAIN_METRIC = ("token_accuracy", "max")
 
 PAD, UNKNOWN, START, END = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
@@ -91,7 +92,8 @@ def texts(column: pd.Series, name: str) -> list[str]:
                 raise DataError(f"column '{name}' row {column.index[position]}: the text is not UTF-8 "
                                 f"({error.reason} at byte {error.start}); re-encode the data as UTF-8") from None
         else:
-            values.append(str(value))
+            # text as it is; a number reads the same in every chunk of a file (7.0 and 7: '7')
+            values.append(value if isinstance(value, str) else str(cell_text(value)))
     return values
 
 
