@@ -69,15 +69,18 @@ def _report(args) -> None:
 def _folder_config(data: str) -> dict:
     """With no --config, a folder of class sub-folders gets a default image classifier."""
     from lamina.data import read_folder
+    from lamina.features.image import infer_options
 
     if not Path(data).is_dir():
         raise ConfigError("--config is needed unless --data is a folder of class sub-folders of images; "
                           "`lamina init-config --data FILE --target COLUMN` writes a starting config")
     frame = read_folder(Path(data))
-    config = {"inputs": [{"name": "image", "type": "image"}], "outputs": [{"name": "label", "type": "category"}]}
+    image = {"name": "image", "type": "image", **infer_options(frame["image"])}  # size and channels of the files
+    config = {"inputs": [image], "outputs": [{"name": "label", "type": "category"}]}
     if "split" in frame.columns:
         config["split"] = {"method": "column", "column": "split"}
-    print("no --config given; training this default (save it as a YAML file to change it):")
+    print("no --config given; training this default (image size and channels from the files' headers; save it as "
+          "a YAML file to change it):")
     print(yaml.safe_dump(config, sort_keys=False, default_flow_style=None), end="")
     return config
 
@@ -155,7 +158,9 @@ def _serve(args) -> None:
 
     model = load(args.model)
     settings = Settings(max_batch_rows=args.max_batch_rows, batch_wait_ms=args.batch_wait_ms,
-                        max_request_rows=args.max_request_rows, max_body_bytes=int(args.max_body_mb * 2 ** 20))
+                        max_request_rows=args.max_request_rows, max_body_bytes=int(args.max_body_mb * 2 ** 20),
+                        max_image_pixels=args.max_image_pixels, max_request_pixels=args.max_request_pixels,
+                        max_request_samples=args.max_request_samples)
     print(f"serving {args.model} at http://{args.host}:{args.port}/ (API documentation at /docs)", flush=True)
     uvicorn.run(create_app(model, args.model, settings), host=args.host, port=args.port, log_level=args.log_level)
 
@@ -335,6 +340,12 @@ def parser() -> argparse.ArgumentParser:
                             "(default 2; a lone client never waits)")
     serve.add_argument("--max-request-rows", type=_positive(int), default=1000, help="most rows per request")
     serve.add_argument("--max-body-mb", type=_positive(float), default=10.0, help="largest request body in MiB")
+    serve.add_argument("--max-image-pixels", type=_positive(int), default=25_000_000,
+                       help="largest image, in pixels (width x height, read from its header before decoding)")
+    serve.add_argument("--max-request-pixels", type=_positive(int), default=50_000_000,
+                       help="decoded pixels of all the images of one request")
+    serve.add_argument("--max-request-samples", type=_positive(int), default=50_000_000,
+                       help="decoded sound samples (channels included) of all the sounds of one request")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(run=_serve)
     export = commands.add_parser("export", help="export a saved model to ONNX or torch.export, with its "

@@ -98,7 +98,8 @@ def head_rows(table: dict, rows: int) -> dict:
 
 def find_learning_rate(network, table, outputs, training: Training) -> tuple[float, dict]:
     """A learning-rate range test (Smith 2015; fastai's lr_find): raise the rate exponentially
-    over a short run, then pick a rate inside the steepest stretch of falling loss."""
+    over a short run, then pick a rate inside the longest stretch of falling loss (fastai's valley),
+    and at least a tenth of the rate of the lowest loss."""
     state = copy.deepcopy(network.state_dict())
     steps = 100
     rates = np.geomspace(1e-6, 1.0, steps)
@@ -126,7 +127,12 @@ def find_learning_rate(network, table, outputs, training: Training) -> tuple[flo
     network.load_state_dict(state)
     if len(losses) < 3:
         return 1e-3, {"rates": tried, "losses": losses}
-    return float(min(max(valley(tried, losses), 1e-5), 0.1)), {"rates": tried, "losses": losses}
+    # On a small data set the test's 100 steps are many epochs, so the loss keeps falling from
+    # training alone and the valley sits far below the useful rate (a CNN on 1,200 digits: 4.6e-4
+    # against 1.8e-3 at a tenth of the lowest loss, which learns in a third of the epochs). The
+    # classic rule, a tenth of the rate of the lowest loss, is a floor under the valley.
+    floor = tried[int(np.argmin(losses))] / 10
+    return float(min(max(valley(tried, losses), floor, 1e-5), 0.1)), {"rates": tried, "losses": losses}
 
 
 def valley(rates: list[float], losses: list[float]) -> float:

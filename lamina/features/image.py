@@ -23,13 +23,15 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from torch import nn
 
 from lamina.errors import DataError
-from lamina.features.common import Unreadable, decode_cells, is_missing_cell, missing_mask, raise_if_missing
+from lamina.features.common import (Unreadable, decode_cells, describe_cell, is_missing_cell, missing_mask,
+                                    raise_if_missing)
 from lamina.features.image_encoders import Encoder, read_weights
 
 if TYPE_CHECKING:
     from lamina.data import LazyColumn
 
 CAN_BE_OUTPUT = False
+READ_AS = "string"  # file paths are text, whatever pandas would guess
 CACHE_LIMIT = 512 * 2 ** 20  # cache: auto decodes a column up front when its pixels fit in this many bytes
 STATS_SAMPLE = 2048  # mean and std come from at most this many training images (a seeded sample)
 GREY = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, the weights Pillow's convert("L") uses
@@ -110,12 +112,9 @@ class Decoding:
 # --- decoding one cell -------------------------------------------------------------------------
 
 def describe(value: Any) -> str:
-    if isinstance(value, (str, os.PathLike)):
-        return repr(str(value))
     if isinstance(value, Image.Image):
         return "a PIL image"
-    shape = getattr(value, "shape", None)
-    return f"an array of shape {tuple(shape)}" if shape is not None else f"{value!r}"
+    return describe_cell(value)  # a path whole, an array's shape, an in-memory file by its size
 
 
 def resolve(value: str | os.PathLike, root: str | None) -> Path:
@@ -298,6 +297,38 @@ def decode_rows(decoding: Decoding, items: list[tuple[Any, Any]]) -> torch.Tenso
     if problems and decoding.on_error == "stop":
         raise DataError(problem_message(decoding.name, *problems[0]))
     return stack(images, decoding)
+
+
+# --- defaults that fit the data (a folder trained with no config) -----------------------------
+
+INFER_SAMPLE = 200  # files whose headers set the inferred size and channels
+INFER_MAX_SIDE = 64  # larger images are shrunk to at most this side: the small CNN is trained on the CPU too
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+
+
+def infer_options(paths: Sequence[str]) -> dict:
+    """Options for an image column of files, from the headers of a seeded sample of them (no
+    pixel is decoded): `channels: 1` when every sampled image is grey, and `size` the median
+    height and width, shrunk (aspect kept) so the longer side is at most INFER_MAX_SIDE. Small
+    grey images (scans, digits) are then trained as they are, not upscaled to 64x64 RGB."""
+    paths = list(paths)
+    if not paths:
+        return {}
+    chosen = np.random.default_rng(0).choice(len(paths), min(len(paths), INFER_SAMPLE), replace=False)
+    heights, widths, grey = [], [], True
+    for position in chosen:
+        try:
+            with Image.open(paths[position]) as image:
+                heights.append(image.height)
+                widths.append(image.width)
+                grey = grey and image.mode in GREY_MODES
+        except (OSError, UnidentifiedImageError, ValueError):  # DICOM and unreadable files: left to decoding
+            continue
+    if not heights:
+        return {}
+    height, width = float(np.median(heights)), float(np.median(widths))
+    scale = min(1.0, INFER_MAX_SIDE / max(height, width))
+    return {"size": [max(8, round(height * scale)), max(8, round(width * scale))], "channels": 1 if grey else 3}
 
 
 # --- the feature -------------------------------------------------------------------------------

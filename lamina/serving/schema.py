@@ -58,9 +58,11 @@ def _as_text(value: Any) -> Any:
     return value
 
 
-def _binary(labels: list[str], value: Any) -> Any:
+def _binary(labels: list[str], counts: list[int], value: Any) -> Any:
     value = _as_text(value)
-    if isinstance(value, str) and value.strip() not in labels:
+    # training saw only the positive value (an anomaly model's normal rows): any other is 'not positive',
+    # as Model.predict reads it
+    if isinstance(value, str) and value.strip() not in labels and counts[0]:
         raise ValueError(f"{value!r} is not one of the two values seen in training ({labels[0]!r}, {labels[1]!r})")
     return value
 
@@ -278,7 +280,7 @@ def _field(feature) -> tuple[Any, Any]:
         accepted, before = float, _empty_is_missing
         about = f"a number; training mean {stats['mean']:.4g}, range {stats['min']:.4g} to {stats['max']:.4g}"
     elif kind == "binary":
-        accepted, before, schema = str, partial(_binary, stats["labels"]), str | bool | int
+        accepted, before, schema = str, partial(_binary, stats["labels"], stats["counts"]), str | bool | int
         about = f"one of {stats['labels'][0]!r} or {stats['labels'][1]!r}"
     elif kind == "category":
         accepted, before, schema = str, _as_text, str | int | float | bool
