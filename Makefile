@@ -68,6 +68,7 @@ benchmarks: setup
 	$(BIN)/python benchmarks/adult.py
 	$(BIN)/python benchmarks/csv_throughput.py
 	$(BIN)/python benchmarks/fashion_mnist.py
+	$(BIN)/python benchmarks/zero_config_images.py
 	$(BIN)/python benchmarks/intrusion.py
 	$(BIN)/python benchmarks/movielens.py
 	$(BIN)/python benchmarks/serving.py
