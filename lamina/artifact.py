@@ -89,6 +89,13 @@ def remove_leftovers(*folders: Path) -> None:
                 Path(entry.path).unlink(missing_ok=True)
 
 
+def temporary_sibling(target: Path) -> Path:
+    """A hidden name beside `target` to write it under before the rename that completes it; what
+    killed writers left beside it is removed first."""
+    remove_leftovers(target.parent)
+    return target.with_name(temporary_name(re.sub(r"[^A-Za-z0-9_.-]", "_", target.name)[-60:]))
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 import lamina
+from lamina.config import nesting_problem
 from lamina.data import tensors
 from lamina.errors import ConfigError, DataError
 from lamina.features.common import MISSING, as_strings, missing_mask
@@ -248,12 +249,32 @@ def feeds(description: dict, frame: pd.DataFrame) -> dict[str, np.ndarray]:
     return result
 
 
+def read_description(folder: Path) -> dict:
+    """An export's preprocessing.json, refused cleanly when it is not what `lamina export` writes
+    (too deeply nested to walk, or naming a model file outside the export's folder)."""
+    path = folder / MANIFEST
+    try:
+        description = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error).strip().splitlines()[0]
+        raise DataError(f"cannot read '{path}' ({reason}); export the model again with lamina export") from None
+    problem = nesting_problem(description)
+    model_file = description.get("model_file") if isinstance(description, dict) else None
+    if problem is None and (not isinstance(model_file, str) or model_file in ("", ".", "..")
+                            or Path(model_file).name != model_file):
+        problem = "names no model file of the export's folder (model_file)"
+    if problem:
+        raise DataError(f"'{path}' is not an export description: it {problem}; export the "
+                        f"model again with lamina export")
+    return description
+
+
 def run_onnx(folder: str | Path, inputs: dict[str, np.ndarray] | pd.DataFrame, session=None) -> dict[str, np.ndarray]:
     """The outputs of an ONNX export for a table (preprocessed with `feeds`) or for ready tensors."""
     import onnxruntime
 
     folder = Path(folder)
-    description = json.loads((folder / MANIFEST).read_text("utf-8"))
+    description = read_description(folder)
     if isinstance(inputs, pd.DataFrame):
         inputs = feeds(description, inputs)
     session = session or onnxruntime.InferenceSession(str(folder / description["model_file"]),

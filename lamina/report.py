@@ -16,6 +16,7 @@ import torch
 import yaml
 
 import lamina
+from lamina import artifact
 
 EXPLAINED_ROWS = 3  # test rows explained in the report
 IMPORTANCE_ROWS = 2000  # test rows used for permutation importance
@@ -376,7 +377,7 @@ def write(model, path, data: Any = None) -> str:
     from pathlib import Path
 
     target = Path(path)
-    temporary = target.with_name(target.name + ".tmp")
+    temporary = artifact.temporary_sibling(target)
     temporary.write_text(build(model, data), "utf-8")
     os.replace(temporary, target)
     return str(target)

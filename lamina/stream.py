@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from lamina import features
+from lamina import artifact, features
 from lamina.data import chunkable_kind, open_table, read_errors, read_table, rows_located
 from lamina.errors import DataError
 
@@ -61,7 +61,8 @@ class Writer:
         if self.target and not self.target.parent.is_dir():
             raise DataError(f"cannot write '{self.target}': folder '{self.target.parent}' does not exist; create it "
                             f"or choose another --output")
-        self.partial = self.target.with_name(f".{self.target.name}.partial") if self.target else None
+        # a hidden name owned by this process, so a killed run's leftover is told apart and removed
+        self.partial = artifact.temporary_sibling(self.target) if self.target else None
         self.handle, self.parquet, self.schema, self.rows = None, None, None, 0
 
     def write(self, predictions: pd.DataFrame) -> None:

@@ -334,3 +334,16 @@ def test_save_killed_at_random_moments_never_leaves_a_half_model_that_loads(tmp_
                  if path.name.startswith(".saving-")]
     assert leftovers == []
     pd.testing.assert_frame_equal(lamina.load(target).predict(sample), expected[0])
+
+
+@pytest.mark.parametrize("change", ["deep", "escaping model file", "not json"])
+def test_hostile_export_description_is_refused(tmp_path, change):
+    from lamina import DataError
+    from lamina.export import MANIFEST as DESCRIPTION, read_description
+
+    text = {"deep": '{"model_file": "model.onnx", "inputs": ' + "[" * DEEP + "]" * DEEP + "}",
+            "escaping model file": json.dumps({"model_file": "../../etc/hostname", "inputs": [], "outputs": []}),
+            "not json": "{"}[change]
+    (tmp_path / DESCRIPTION).write_text(text)
+    with pytest.raises(DataError, match="export the model again"):
+        read_description(tmp_path)
