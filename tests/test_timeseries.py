@@ -162,11 +162,14 @@ def test_save_load_and_explain_give_a_score_per_time_step(tmp_path):
     pytest.importorskip("captum")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        explanation = model.explain(frame.iloc[:3], steps=16)
+        explanation = model.explain(frame.iloc[:3], steps=32)
     for position, row in enumerate(explanation["rows"]):
         steps = row["steps"]["signal"]
         assert len(steps) == len(frame["signal"].iloc[position])
-        assert sum(steps) == pytest.approx(row["scores"]["signal"], abs=1e-4)
+        # the score is the float32 sum of the same step scores: equal up to the rounding of that sum
+        assert abs(sum(steps) - row["scores"]["signal"]) <= 1e-5 * sum(map(abs, steps))
+        # the gradient jumps where a ReLU switches, so n steps close the sum to about 1/n: 32 steps miss
+        # by 0.002 to 0.019 over seeds 0-5 (16 steps by up to 0.051)
         assert abs(row["delta"]) < 0.1 * max(abs(row["output_value"] - row["baseline_value"]), 1.0)
 
 
