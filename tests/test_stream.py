@@ -48,7 +48,8 @@ def test_chunks_give_the_unchunked_predictions(folder, tmp_path, source, target)
     got = read(tmp_path / f"out{target}")
     assert list(got.columns) == list(whole.columns)
     assert (got["income"] == whole["income"]).all()
-    assert (got["income_probability"] - whole["income_probability"]).abs().max() < 1e-6
+    # other batch compositions: float32 sums in another order
+    assert (got["income_probability"] - whole["income_probability"]).abs().max() < 1e-5
 
 
 def test_cli_reports_chunks_and_errors_name_the_file_row(folder, tmp_path):
