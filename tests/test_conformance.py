@@ -105,6 +105,11 @@ def test_every_type_has_a_sample():
         sample(type_name)
 
 
+def test_every_type_says_how_a_file_column_is_read():
+    for type_name, module in features.REGISTRY.items():
+        assert module.READ_AS in ("string", "number"), type_name
+
+
 @pytest.mark.parametrize("type_name", features.input_types())
 def test_stats_round_trip_through_json(type_name):
     column = sample(type_name)

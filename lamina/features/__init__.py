@@ -41,8 +41,8 @@ class OutputType(FeatureType, Protocol):
 
 
 # name -> module; each module defines `Options` (a pydantic model), `Feature` and `CAN_BE_OUTPUT` (and
-# `CAN_BE_INPUT = False` when it is only an output; `READ_AS = "number"` when a file's column is read as
-# numbers, else it is read as text: see read_types).
+# `CAN_BE_INPUT = False` when it is only an output) and `READ_AS`: "number" when a file's column is read
+# as numbers, "string" when as text (see read_types).
 REGISTRY = {
     "number": number,
     "binary": binary,
@@ -70,7 +70,7 @@ def read_types(config) -> dict[str, str]:
     """How a file's columns must be read for this config's features: {column: 'string' or 'number'}.
     Every reader (train, evaluate, predict, each chunk of a large file) reads a column the same way,
     so a code like 007 is the text '007' everywhere, never 7 in one chunk and '007' in another."""
-    return {feature.name: getattr(REGISTRY[feature.type], "READ_AS", "string")
+    return {feature.name: REGISTRY[feature.type].READ_AS
             for feature in [*config.inputs, *config.outputs]}
 
 

@@ -23,6 +23,7 @@ from lamina.features.common import as_strings, missing_mask
 
 CAN_BE_OUTPUT = True
 CAN_BE_INPUT = False
+READ_AS = "string"  # labels are text, as normal / 0 / benign were seen
 MAIN_METRIC = ("roc_auc", "max")
 UNLABELLED = "<unlabelled>"  # the cells of a label column the data does not have (see data.add_absent_labels)
 NORMAL_WORDS = {"normal", "0", "false", "no", "n", "f", "benign", "legitimate", "negative", "ok"}

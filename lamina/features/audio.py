@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from lamina.data import LazyColumn
 
 CAN_BE_OUTPUT = False
+READ_AS = "string"  # file paths are text, whatever pandas would guess
 CACHE_LIMIT = 512 * 2 ** 20  # cache: auto decodes a column up front when its waveforms fit in this many bytes
 STATS_SAMPLE = 2048  # the per-bin mean and std come from at most this many training clips (a seeded sample)
 FRAME_MS = 10  # silence trimming looks at the loudness of frames this long

@@ -21,6 +21,7 @@ from lamina.features.common import as_strings, missing_mask
 
 CAN_BE_OUTPUT = True
 CAN_BE_INPUT = False
+READ_AS = "string"  # item ids are text: the id "007" is not the number 7
 MAIN_METRIC = ("ndcg_at_10", "max")
 MAIN_K = 10  # hit rate and NDCG are always also measured at 10, the field's usual cut-off
 FULL_SOFTMAX_ITEMS = 20_000  # negatives: auto scores every item up to this catalogue size (better and, on

@@ -23,6 +23,7 @@ from lamina.errors import DataError
 from lamina.features.common import Unreadable, is_missing_cell, raise_if_missing
 
 CAN_BE_OUTPUT = False
+READ_AS = "string"  # "1,2;3,4" cells and file paths are text
 STEP_SEPARATOR, VALUE_SEPARATOR = ";", ","  # "1,2;3,4": two parts of two values each (see `layout`)
 
 
