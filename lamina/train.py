@@ -24,9 +24,9 @@ BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
 
 CHECKPOINT = "checkpoint.pt"
 SEQUENCE_BATCH = 128  # rows at once when scoring text outputs: logits are (rows, tokens, vocabulary)
-# what a checkpoint carries besides the weights and optimiser state
 # rows whose batch statistics replace batch normalisation's running averages after each epoch
 PRECISE_NORM_ROWS = 8192
+# what a checkpoint carries besides the weights and optimiser state
 RUN_KEYS = ("epoch", "history", "best", "best_score", "best_epoch", "bad_epochs", "stopped_early",
             "learning_rate", "finder")
 
@@ -128,9 +128,9 @@ def find_learning_rate(network, table, outputs, training: Training) -> tuple[flo
     if len(losses) < 3:
         return 1e-3, {"rates": tried, "losses": losses}
     # On a small data set the test's 100 steps are many epochs, so the loss keeps falling from
-    # training alone and the valley sits far below the useful rate (a CNN on 1,200 digits: 4.6e-4
-    # against 1.8e-3 at a tenth of the lowest loss, which learns in a third of the epochs). The
-    # classic rule, a tenth of the rate of the lowest loss, is a floor under the valley.
+    # training alone and the valley sits far below the useful rate (a CNN on 1,200 digits: the valley
+    # 4.6e-4 reached 0.887 test accuracy in 30 epochs, 3e-3 reached 0.94 in 10). The classic rule,
+    # a tenth of the rate of the lowest loss, is a floor under the valley.
     floor = tried[int(np.argmin(losses))] / 10
     return float(min(max(valley(tried, losses), floor, 1e-5), 0.1)), {"rates": tried, "losses": losses}
 
