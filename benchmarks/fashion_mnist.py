@@ -3,7 +3,7 @@ wall time to 0.90 VALIDATION accuracy (lamina scores only the validation rows du
 training images/s of lamina against a hand-written PyTorch loop that trains the same network
 modules on the same uint8 tensors (goal: ratio >= 0.9).
 
-The hand-written loop is the encoder, trunk and head of a `lamina.model.Network` built from the same
+The hand-written loop is the encoder, trunk and head of a `lamina.network.Network` built from the same
 fitted features and seed (so the augmentation, in the encoder's forward while training, costs the
 same), with the same batch size, AdamW, one-cycle schedule and gradient clipping. It is timed for
 one epoch just before lamina's fit and one just after; lamina's training seconds per epoch are its
@@ -43,7 +43,7 @@ from tqdm.auto import tqdm  # noqa: E402
 import lamina  # noqa: E402
 from lamina import datasets, features, train  # noqa: E402
 from lamina.data import tensors  # noqa: E402
-from lamina.model import Network  # noqa: E402
+from lamina.network import Network  # noqa: E402
 from common import lamina_source, machine  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "fashion_mnist.yaml"
@@ -170,7 +170,7 @@ def validation_seconds(model: lamina.Model, frame: pd.DataFrame, repeats: int = 
     times = []
     for _ in range(repeats):
         began = time.perf_counter()
-        train.scores(model.network_, table, model.outputs_)
+        train.measure(model.network_, table, model.outputs_)
         times.append(time.perf_counter() - began)
     return statistics.median(times)
 

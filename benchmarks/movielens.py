@@ -46,9 +46,9 @@ def rankings(frame, quick: bool) -> None:
                           "best_epoch": model.training_["best_epoch"]}
         reference = model
     output, rows = reference.outputs_[0], reference.training_["rows"]
-    from lamina.compare import training_rows
+    from lamina.compare import split_as_trained
 
-    kept, parts = training_rows(reference, frame)
+    kept, parts = split_as_trained(reference, frame)
     fitted = recommenders.candidates(output, kept.iloc[parts["train"]], seed=0)
     classic = lambda candidate: lambda part, truth: candidate.scores(truth[:, 1].numpy())
     validation = {c.name: ranking_metrics(output, kept.iloc[parts["validation"]], classic(c))["ndcg_at_10"]
@@ -77,9 +77,9 @@ def ratings(frame, quick: bool) -> None:
     model = lamina.Model(config).fit(frame, quiet=True)
     seconds = time.perf_counter() - began
     comparison = model.compare(frame, resamples=200 if quick else 1000)
-    from lamina.compare import training_rows
+    from lamina.compare import split_as_trained
 
-    kept, parts = training_rows(model, frame)
+    kept, parts = split_as_trained(model, frame)
     mean = kept.iloc[parts["train"]]["rating"].mean()
     truth = kept.iloc[parts["test"]]["rating"].to_numpy(dtype=float)
     deep, classic = comparison["deep"]["test"]["rmse"], comparison["classic"]["test"]["rmse"]

@@ -28,7 +28,8 @@ from torch import nn
 
 import lamina
 import lamina.data
-import lamina.model
+import lamina.features.columns
+import lamina.network
 from common import lamina_source, machine
 
 LEARNING_RATE = 1e-3
@@ -112,7 +113,7 @@ def run_hand_written(frame: pd.DataFrame, columns: list[str], args: argparse.Nam
 
 
 def attribute(frame: pd.DataFrame, columns: list[str], args: argparse.Namespace) -> None:
-    """Where a training step's time goes: the same batch through lamina's pieces (data.batches'
+    """Where a training step's time goes: the same batch through lamina's pieces (columns.batches'
     slicing, Network + train.batch_loss) and the hand-written ones, CPU time of this thread."""
     from lamina import features
     from lamina.train import batch_loss
@@ -124,7 +125,7 @@ def attribute(frame: pd.DataFrame, columns: list[str], args: argparse.Namespace)
         feature.fit(frame[feature.config.name])
     table = lamina.data.tensors(frame, inputs, outputs)
     torch.manual_seed(0)
-    network = lamina.model.Network(inputs, outputs, model.config.hidden).train()
+    network = lamina.network.Network(inputs, outputs, model.config.hidden).train()
     hand = hand_network(len(columns), args).train()
     matrix = torch.stack([table["inputs"][name] for name in columns], dim=1)  # (N, D)
     matrix, targets = (matrix - matrix.mean(0)) / matrix.std(0), table["targets"]["target"]
@@ -164,8 +165,8 @@ def attribute(frame: pd.DataFrame, columns: list[str], args: argparse.Namespace)
         return best[0], best[1]
 
     parts = [
-        ("batch slicing: one epoch's batches, per batch (lamina.data.batches)",
-         lambda: sum(1 for _ in lamina.data.batches(table, args.batch_size, torch.Generator().manual_seed(0))),
+        ("batch slicing: one epoch's batches, per batch (lamina.features.columns.batches)",
+         lambda: sum(1 for _ in lamina.features.columns.batches(table, args.batch_size, torch.Generator().manual_seed(0))),
          hand_slices),
         ("forward + loss + backward", lambda: backward(network, batch_loss(network, batch, outputs)),
          lambda: backward(hand, loss_function(hand(matrix[index]).squeeze(1), targets[index]))),

@@ -17,7 +17,7 @@ from lamina.config import Config, load_config
 from lamina.data import (add_absent_labels, check_columns, columns_of, columns_read, learning_rows, read_table,
                          rows_located, rows_to_keep, split_rows, tensors)
 from lamina.errors import ArtifactError, DataError
-from lamina.model import Network
+from lamina.network import Network
 
 GENERATION_ROWS = 1000  # train/validation rows whose text outputs are generated for the final metrics
 RANKING_CHUNK = 2048  # rows scored at once against every item of a ranking output
@@ -48,12 +48,13 @@ def _tune(outputs: list, network, validation: dict | None, training: dict) -> No
     output's decision threshold, a calibration temperature, an anomaly score's threshold); their
     choice goes into their stats and is saved. Without validation rows an anomaly threshold is
     chosen on the training rows."""
-    tuned = [f for f in outputs if getattr(f, "tunes", False) or f.config.type == "anomaly"]
+    tuned = [f for f in outputs if f.tunes()]
     if not tuned:
         return
-    if validation is None and any(f.config.type == "anomaly" for f in tuned):
-        warnings.warn("no validation rows: the anomaly threshold is chosen on the training rows, whose scores "
-                      "run lower than new data's; give the split a validation share", stacklevel=3)
+    on_training = [f for f in tuned if f.tunes_without_validation()]
+    if validation is None and on_training:
+        warnings.warn(f"no validation rows: {on_training[0].tuned_setting()} is chosen on the training rows, "
+                      f"whose scores run lower than new data's; give the split a validation share", stacklevel=3)
         validation = training
     raw = train.predict_raw(network, validation) if validation is not None else {}
     for feature in tuned:
@@ -96,8 +97,7 @@ class Model:
         for feature in inputs:
             feature.fit(columns_of(feature, training_rows))
         for feature in outputs:  # a ranking remembers each user's inputs, for recommend(user ids)
-            if hasattr(feature, "remember_profiles"):
-                feature.remember_profiles(training_rows, [f.config.name for f in inputs])
+            feature.remember_profiles(training_rows, [f.config.name for f in inputs])
         tables = {part: tensors(training_rows if part == "train" else frame.iloc[rows], inputs, outputs)
                   for part, rows in parts.items() if len(rows)}
         # resampled rows train the network; metrics are measured on the training rows as they are
@@ -117,7 +117,7 @@ class Model:
                           **({"sampling": sampled} if sampled else {})}
         _tune(outputs, self.network_, tables.get("validation"), tables["train"])
         # generated text (slow to score) is scored on every test row, and on the first rows of the others
-        self.metrics_ = {part: train.scores(self.network_, table, outputs,
+        self.metrics_ = {part: train.measure(self.network_, table, outputs,
                                             generate_rows=None if part == "test" else GENERATION_ROWS)
                          for part, table in tables.items()}
         self.evaluation_ = evaluation.collect(self, frame.iloc[parts["test"]])  # for the report's plots
@@ -147,7 +147,7 @@ class Model:
         frame = frame[rows_to_keep(frame, self.inputs_, self.outputs_)]
         if frame.empty:
             raise DataError(f"{source} has no rows with the outputs filled in; nothing to evaluate")
-        return train.scores(self.network_, tensors(frame, self.inputs_, self.outputs_), self.outputs_,
+        return train.measure(self.network_, tensors(frame, self.inputs_, self.outputs_), self.outputs_,
                             generate_rows=None)
 
     @_rows_located
@@ -163,7 +163,7 @@ class Model:
     def _scored(self, frame: pd.DataFrame):
         """(rows, raw outputs) for all rows at once, or chunk by chunk when a ranking output scores
         every item for every row (memory would grow with rows x items)."""
-        ranking = any(hasattr(feature, "recommend") for feature in self.outputs_)
+        ranking = any(feature.recommends() for feature in self.outputs_)
         size = RANKING_CHUNK if ranking else max(len(frame), 1)
         for start in range(0, len(frame), size):
             part = frame.iloc[start:start + size]
@@ -172,11 +172,7 @@ class Model:
     def _decode(self, frame: pd.DataFrame, raw: dict) -> pd.DataFrame:
         columns: dict[str, Any] = {}
         for feature in self.outputs_:
-            output = raw[feature.config.name]
-            if hasattr(feature, "recommend"):  # a user's training choices are left out
-                columns.update(feature.recommend(output, frame[feature.config.user]))
-            else:
-                columns.update(feature.decode(output))
+            columns.update(feature.decode_rows(raw[feature.config.name], frame))
         return pd.DataFrame(columns, index=frame.index)
 
     def recommend(self, users: Any, k: int | None = None, exclude_seen: bool = True,
@@ -187,9 +183,9 @@ class Model:
         user chose in training are left out. New users get recommendations too (their id falls in
         a shared bucket), from their other inputs and the items' popularity."""
         self._check_fitted()
-        rankings = [f for f in self.outputs_ if hasattr(f, "recommend") and output in (None, f.config.name)]
+        rankings = [f for f in self.outputs_ if f.recommends() and output in (None, f.config.name)]
         if not rankings:
-            names = [f.config.name for f in self.outputs_ if hasattr(f, "recommend")]
+            names = [f.config.name for f in self.outputs_ if f.recommends()]
             raise DataError(f"this model has no ranking output{' named ' + repr(output) if output else ''}; "
                             f"recommend() needs one (ranking outputs: {names or 'none'})")
         feature = rankings[0]

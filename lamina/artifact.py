@@ -21,9 +21,9 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors, save_file
 
-import lamina
 from lamina.config import MAX_NESTING, MAX_YAML_VALUES, load_config, nesting_problem
 from lamina.errors import ArtifactError, ConfigError
+from lamina.version import __version__
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -128,7 +128,7 @@ def write_history_csv(history: list[dict], path: Path) -> None:
 
 def _write_parts(model, staging: Path) -> list[str]:
     """Every file of the model folder except the manifest, written into `staging`; their names."""
-    stats = {"format_version": FORMAT_VERSION, "lamina_version": lamina.__version__,
+    stats = {"format_version": FORMAT_VERSION, "lamina_version": __version__,
              "inputs": {f.config.name: f.stats for f in model.inputs_},
              "outputs": {f.config.name: f.stats for f in model.outputs_}}
     (staging / "config.yaml").write_text(yaml.safe_dump(model.config.to_dict(), sort_keys=False), "utf-8")
@@ -147,7 +147,7 @@ def _write_parts(model, staging: Path) -> list[str]:
     mode = (staging / "config.yaml").stat().st_mode & 0o777
     for name in files:
         os.chmod(staging / name, mode)
-    manifest = {"format_version": FORMAT_VERSION, "lamina_version": lamina.__version__,
+    manifest = {"format_version": FORMAT_VERSION, "lamina_version": __version__,
                 "files": {name: _entry(staging / name) for name in files}}
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1), "utf-8")
     return files

@@ -43,7 +43,7 @@ def _compare_after_training(model, args) -> None:
     the same split; a model it cannot compare (e.g. generated text) says why and carries on."""
     from lamina import artifact
 
-    if getattr(model.outputs_[0], "generates", False):
+    if model.outputs_[0].generates:
         print("no classic baseline: the first output is generated text")
         return
     try:
@@ -225,7 +225,7 @@ def _explain(args) -> None:
 
 def _init_config(args) -> None:
     from lamina.data import read_table
-    from lamina.infer import infer_config
+    from lamina.init_config import infer_config
 
     frame, source = read_table(args.data)
     config, notes = infer_config(frame, args.target)

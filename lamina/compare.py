@@ -10,18 +10,15 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import rankdata
 
-import lamina
+from lamina.version import __version__
 from lamina import baseline, features, train
 from lamina.data import (add_absent_labels, check_columns, columns_of, columns_read, learning_rows, read_table,
                          rows_to_keep, split_rows, tensors)
 from lamina.errors import ArtifactError, DataError
-from lamina.features import anomaly, number
+from lamina.features.base import Unsupported
 
-TASKS = {"binary": "classify", "category": "classify", "number": "regress", "set": "multilabel"}
 LATENCY_ROWS = 100  # test rows predicted one at a time to time a single prediction
-SMALLEST = 1e-12  # probabilities are clipped to [SMALLEST, 1 - SMALLEST] before taking logits
 
 
 # --- the verdict and the bootstrap: pure functions ------------------------------------------------
@@ -61,77 +58,21 @@ def paired_bootstrap(measure: Callable[[np.ndarray, np.ndarray], float], truth: 
     return {"low": float(low), "high": float(high), "resamples": len(differences)}
 
 
-# --- each output type's main metric, fast enough for a thousand resamples -------------------------
-
-def roc_auc(truth: np.ndarray, probability: np.ndarray) -> float:
-    """Mann-Whitney form of ROC AUC (ties count one half, as in scikit-learn)."""
-    positive = truth == 1
-    positives, negatives = int(positive.sum()), int((~positive).sum())
-    if not positives or not negatives:
-        return float("nan")
-    return float((rankdata(probability)[positive].sum() - positives * (positives + 1) / 2) / (positives * negatives))
-
-
-def accuracy(truth: np.ndarray, predicted: np.ndarray) -> float:
-    return float(np.mean(truth == predicted))
-
-
-def rmse(truth: np.ndarray, predicted: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((truth.astype(np.float64) - predicted) ** 2)))
-
-
-def f1_micro(truth: np.ndarray, predicted: np.ndarray) -> float:
-    true_positives = float(np.sum((truth == 1) & (predicted == 1)))
-    wrong = float(np.sum(truth != predicted))
-    return 2 * true_positives / (2 * true_positives + wrong) if true_positives + wrong else 0.0
-
-
-def metric_function(output) -> tuple[Callable[[torch.Tensor], np.ndarray], Callable]:
-    """(prepare, measure) of the output's MAIN_METRIC: prepare turns raw outputs into per-row
-    predictions once, measure scores (truth, predictions) on any subset of rows."""
-    kind, metric = output.config.type, main_metric(output)[0]
-    threshold = getattr(output.config, "threshold", 0.5)
-    fast = {
-        ("binary", "roc_auc"): (lambda raw: torch.sigmoid(raw).double().numpy(), roc_auc),
-        ("category", "accuracy"): (lambda raw: raw.argmax(dim=1).numpy(), accuracy),
-        ("number", "rmse"): (lambda raw: output.decode(raw)[output.config.name].astype(np.float64), rmse),
-        ("set", "f1_micro"): (lambda raw: (torch.sigmoid(raw) >= threshold).int().numpy(), f1_micro),
-        ("anomaly", "roc_auc"): (lambda raw: raw.double().numpy(), roc_auc),
-    }
-    if (kind, metric) in fast:
-        return fast[(kind, metric)]
-
-    def measure(truth: np.ndarray, raw: np.ndarray) -> float:  # any other type: its own metrics, slower
-        return output.metrics(torch.from_numpy(truth), torch.from_numpy(raw)).get(metric, float("nan"))
-
-    return (lambda raw: raw.numpy()), measure
-
-
-def main_metric(output) -> tuple[str, str]:
-    return features.REGISTRY[output.config.type].MAIN_METRIC
-
-
 # --- the comparison ---------------------------------------------------------------------------------
 
 def no_baseline(output) -> str | None:
-    """Why the first output has no classic baseline, or None when it has one."""
-    name, kind = output.config.name, output.config.type
-    if kind == "text":
-        return (f"output '{name}' is generated text: classic machine learning has no baseline for writing "
-                f"sentences, so there is nothing to compare")
-    if kind == "anomaly" and not output.stats.get("labelled"):
-        return (f"output '{name}' is an anomaly score trained without labels: there are no labels to measure "
-                f"either model on; add the label column (normal rows and anomalies) to compare with an "
-                f"isolation forest")
-    if kind not in TASKS and kind != "anomaly":
-        return (f"output '{name}' of type '{kind}' has no classic baseline (lamina compare knows outputs of "
-                f"type {', '.join(TASKS)})")
+    """Why the first output has no classic baseline (its type's own words), or None when it has one."""
+    try:
+        output.classic_task()
+    except Unsupported as error:
+        return str(error)
     return None
 
 
-def training_rows(model, data: Any) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """The rows Model.fit kept and its split of them, checked against what the model recorded."""
-    recorded = (getattr(model, "training_", None) or {}).get("rows")
+def split_as_trained(model, data: Any) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The rows Model.fit kept of `data` and its split of them ({part: row positions}), checked against
+    what the model recorded."""
+    recorded = (model.training_ or {}).get("rows")
     if not recorded:
         raise ArtifactError("this model keeps no record of its training rows (history.json has no 'rows'); "
                             "train it again with this version of lamina")
@@ -147,58 +88,38 @@ def training_rows(model, data: Any) -> tuple[pd.DataFrame, dict[str, np.ndarray]
                         f"gives {counts} rows, the model recorded {recorded}; compare needs exactly the data "
                         f"given to `lamina train`, so both models use the same test rows")
     training = learning_rows(frame.iloc[parts["train"]], model.outputs_)
-    for feature in model.inputs_ + model.outputs_:  # same counts, other rows: the learned means differ
-        if feature.config.type == "number" and "mean" in feature.stats:
-            values = number.parse(training[feature.config.name], feature.config.name)
-            mean = float(np.nanmean(values)) if (~np.isnan(values)).any() else float("nan")
-            if not np.isclose(mean, feature.stats["mean"], rtol=1e-9, atol=1e-12):
-                raise DataError(f"{source} is not the data this model was trained on{where}: column "
-                                f"'{feature.config.name}' of its training rows has mean {mean:.6g}, the model "
-                                f"learned {feature.stats['mean']:.6g}; pass the same, unchanged data")
+    for feature in model.inputs_ + model.outputs_:  # same counts, other rows: e.g. the learned means differ
+        mismatch = feature.stats_mismatch(training[feature.config.name])
+        if mismatch:
+            raise DataError(f"{source} is not the data this model was trained on{where}: {mismatch}; pass the "
+                            f"same, unchanged data")
     return frame, parts
+
+
 
 
 def _truth(output, frame: pd.DataFrame) -> np.ndarray:
     return output.target(frame[output.config.name]).numpy()
 
 
-def _fit_target(output, truth: np.ndarray) -> np.ndarray:
-    return truth.astype(np.float64) if output.config.type == "number" else truth.astype(np.int64)
-
-
-def as_raw(output, scores: np.ndarray) -> torch.Tensor:
-    """A classic model's scores in the deep model's raw output format (logits, normalised values),
-    so the output feature's own `metrics` scores both models the same way."""
-    kind = output.config.type
-    if kind == "anomaly":
-        return torch.from_numpy(scores.astype(np.float64))  # both are scores: higher is more anomalous
-    if kind == "number":
-        return number.Normalize(output.stats, output.config.normalize)(torch.from_numpy(scores.astype(np.float32)))
-    probability = np.clip(scores[:, 1] if kind == "binary" else scores, SMALLEST, 1 - SMALLEST)
-    temperature = getattr(output, "temperature", 1.0)  # the output divides by it: undo, so p stays p
-    if kind == "category":
-        return torch.from_numpy((temperature * np.log(probability)).astype(np.float32))  # softmax(log p) = p
-    return torch.from_numpy((temperature * (np.log(probability) - np.log1p(-probability))).astype(np.float32))
-
-
 def choose_baseline(model, frame: pd.DataFrame, parts: dict, seed: int) -> tuple[baseline.Baseline, dict]:
     """Fit every candidate on the training rows, keep the best on the validation rows."""
     output = model.outputs_[0]
-    task = baseline.Task(TASKS[output.config.type], len(output.stats.get("labels", [])))
+    task = output.classic_task()
     data = {}
     for part in ("train", "validation"):
         rows = frame.iloc[parts[part]]
-        data[part] = (rows, _fit_target(output, _truth(output, rows)))
+        data[part] = (rows, task.fit_target(_truth(output, rows)))
     began = time.perf_counter()
     fitted = baseline.fit_candidates([feature.config for feature in model.inputs_], task, data, seed)
     seconds = time.perf_counter() - began
-    metric, direction = main_metric(output)
-    prepare, measure = metric_function(output)
+    metric, direction = output.main_metric()
+    prepare, measure = output.bootstrap_metric()
     scored = []
     for candidate in fitted:
         score = None
         if len(parts["validation"]):
-            raw = as_raw(output, candidate.scores(data["validation"][0]))
+            raw = output.classic_raw(candidate.scores(data["validation"][0]))
             score = float(measure(_truth(output, data["validation"][0]), prepare(raw)))
             score = score if np.isfinite(score) else None
         scored.append({"model": candidate.name, "validation": score, "seconds": candidate.fit_seconds})
@@ -213,16 +134,17 @@ def choose_baseline(model, frame: pd.DataFrame, parts: dict, seed: int) -> tuple
 
 
 def isolation_forest(model, frame: pd.DataFrame, parts: dict, seed: int) -> tuple[baseline.Baseline, dict]:
-    """The classic anomaly detector for an anomaly output: an isolation forest fitted on the normal
-    training rows, its threshold at the same false-positive rate on the normal validation rows."""
+    """The classic anomaly detector for an output whose classic goal is 'anomaly': an isolation forest
+    fitted on the normal training rows (truth not 1), its threshold chosen by the output (at the same
+    false-positive rate) on the normal validation rows."""
     output = model.outputs_[0]
     training = frame.iloc[parts["train"]]
     held_out = frame.iloc[parts["validation"]] if len(parts["validation"]) else training
     normal = training[_truth(output, training) != 1]
     chosen = baseline.fit_isolation_forest([feature.config for feature in model.inputs_], normal, seed)
     truth, scores = _truth(output, held_out), chosen.scores(held_out)
-    chosen.threshold = anomaly.threshold_at(scores[truth != 1], output.config.false_positive_rate)
-    validation = anomaly.measure(truth, scores, output.config.false_positive_rate).get("roc_auc")
+    chosen.threshold = output.classic_threshold(truth, scores)
+    validation = output.metrics(torch.from_numpy(truth), output.classic_raw(scores)).get(output.main_metric()[0])
     where = "validation" if len(parts["validation"]) else "training (no validation rows)"
     return chosen, {"model": chosen.name, "selected_by": f"the one classic anomaly detector; threshold on the normal "
                                                          f"{where} rows",
@@ -244,26 +166,25 @@ def seconds_per_row(predict: Callable[[pd.DataFrame], Any], rows: pd.DataFrame) 
 def run(model, data: Any, *, resamples: int = 1000, seed: int = 0) -> dict:
     """Train the classic baseline on the deep model's own split and compare the two (see README)."""
     output = model.outputs_[0]
-    metric, direction = main_metric(output)
-    frame, parts = training_rows(model, data)
-    result = {"lamina_version": lamina.__version__, "output": output.config.name, "type": output.config.type,
+    metric, direction = output.main_metric()
+    frame, parts = split_as_trained(model, data)
+    result = {"lamina_version": __version__, "output": output.config.name, "type": output.type_name,
               "metric": metric, "direction": direction, "rows": {part: int(len(rows)) for part, rows in parts.items()},
               "skipped": no_baseline(output), "deep": None, "classic": None, "difference": None}
-    if output.config.type == "ranking":
-        result["skipped"] = None
     if result["skipped"]:
         return {**result, "verdict": result["skipped"]}
     if not len(parts["test"]):
         raise DataError(f"the model has no test rows (split ratios {list(model.config.split.ratios)}); compare "
                         f"measures both models on the test rows: train with a test share, e.g. [0.8, 0.1, 0.1]")
-    if output.config.type == "ranking":
+    goal = output.classic_task().goal
+    if goal == "ranking":
         return {**result, **compare_ranking(model, frame, parts, resamples, seed)}
     test = frame.iloc[parts["test"]]
     truth = output.target(test[output.config.name])
     deep_raw = train.predict_raw(model.network_, tensors(test, model.inputs_))[output.config.name]
-    pick = isolation_forest if output.config.type == "anomaly" else choose_baseline
+    pick = isolation_forest if goal == "anomaly" else choose_baseline
     chosen, classic = pick(model, frame, parts, seed)
-    classic_raw = as_raw(output, chosen.scores(test))
+    classic_raw = output.classic_raw(chosen.scores(test))
     own_threshold = {"threshold": chosen.threshold} if chosen.threshold is not None else {}
     timed = test.iloc[:LATENCY_ROWS]
     result["deep"] = {
@@ -275,7 +196,7 @@ def run(model, data: Any, *, resamples: int = 1000, seed: int = 0) -> dict:
     result["classic"] = {**classic, "test": output.metrics(truth, classic_raw, **own_threshold),
                          "latency_seconds": seconds_per_row(chosen.scores, timed),
                          "size_bytes": len(pickle.dumps(chosen, protocol=pickle.HIGHEST_PROTOCOL))}  # in memory only
-    prepare, measure = metric_function(output)
+    prepare, measure = output.bootstrap_metric()
     interval = paired_bootstrap(measure, truth.numpy(), prepare(deep_raw), prepare(classic_raw),
                                 resamples=resamples, seed=seed)
     difference = result["deep"]["test"][metric] - result["classic"]["test"][metric]
@@ -290,7 +211,7 @@ def compare_ranking(model, frame: pd.DataFrame, parts: dict, resamples: int, see
     from lamina import recommenders
 
     output = model.outputs_[0]
-    metric = main_metric(output)[0]
+    metric, direction = output.main_metric()
     fitted = recommenders.candidates(output, frame.iloc[parts["train"]], seed)
 
     def summaries(scores_of, rows: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
@@ -323,14 +244,13 @@ def compare_ranking(model, frame: pd.DataFrame, parts: dict, resamples: int, see
                "test": output.metrics(truth, classic_summary),
                "latency_seconds": seconds_per_row(lambda rows: chosen.scores(users[:len(rows)]), timed),
                "size_bytes": len(pickle.dumps(chosen, protocol=pickle.HIGHEST_PROTOCOL))}
-    per_row = lambda summary: np.where(summary[:, 0] <= 10, 1.0 / np.log2(np.minimum(summary[:, 0], 1e9) + 1), 0.0)
-    interval = paired_bootstrap(lambda truth, values: float(np.mean(values)), np.zeros(len(test)),
-                                per_row(deep_summary.numpy()), per_row(classic_summary.numpy()),
+    prepare, measure = output.bootstrap_metric()  # per row, from the summaries
+    interval = paired_bootstrap(measure, truth.numpy(), prepare(deep_summary), prepare(classic_summary),
                                 resamples=resamples, seed=seed)
     difference = deep["test"][metric] - classic["test"][metric]
     return {"deep": deep, "classic": classic, "difference": {"metric": metric, "value": difference, **interval,
                                                               "seed": seed},
-            "verdict": verdict(metric, "max", difference, interval["low"], interval["high"])}
+            "verdict": verdict(metric, direction, difference, interval["low"], interval["high"])}
 
 
 # --- the printed report -------------------------------------------------------------------------------

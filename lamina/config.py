@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from lamina.errors import ConfigError, did_you_mean
-from lamina.features import REGISTRY, input_types, output_types
+from lamina.features import REGISTRY, build, input_types, output_types
 
 STRICT = ConfigDict(extra="forbid")
 MAX_NESTING = 100  # configs and learned stats nest a few levels; far below the interpreter's recursion limit
@@ -139,17 +139,41 @@ class Config(BaseModel):
     @model_validator(mode="after")
     def _one_sampling(self) -> "Config":
         for position, feature in enumerate(self.inputs):
-            if getattr(feature, "sampling", None):
+            if build(feature).resampling():
                 raise ValueError(f"inputs[{position}] ('{feature.name}'): sampling resamples rows by an output's "
                                  f"classes; move it to the binary or category output")
-        asking = [feature.name for feature in self.outputs if getattr(feature, "sampling", None)]
+        asking = [feature.name for feature in self.outputs if build(feature).resampling()]
         if len(asking) > 1:
             raise ValueError(f"outputs {', '.join(repr(name) for name in asking)} each ask for sampling; the "
                              f"training rows can be resampled for one output only, so keep it on one")
         return self
 
+    @model_validator(mode="after")
+    def _nested_inputs(self) -> "Config":
+        """Features described inside a feature's options (a ranking's item_inputs) are input features too."""
+        for role, features in (("inputs", self.inputs), ("outputs", self.outputs)):
+            for position, feature in enumerate(features):
+                for key, items in build(feature).nested_inputs().items():
+                    for index, item in enumerate(items):
+                        _check_nested(item, f"{role}[{position}] ('{feature.name}'): {key}[{index}] "
+                                            f"('{item.get('name')}')")
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def _check_nested(item: dict, where: str) -> None:
+    model = INPUT_MODELS[item["type"]]
+    try:
+        model.model_validate(item)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        if first["type"] == "extra_forbidden":
+            raise ValueError(f"{where}: unknown key '{key}' for a {item['type']} feature"
+                             f"{did_you_mean(key, list(model.model_fields))}") from None
+        raise ValueError(f"{where}.{key}: {first['msg']}") from None
 
 
 def load_config(source: Config | dict | str | Path) -> Config:
@@ -285,10 +309,10 @@ def _allowed_keys(loc: tuple) -> list[str]:
 
 
 def _explain(item: dict, raw: dict) -> str:
-    loc, kind, value = tuple(item["loc"]), item["type"], item.get("input")
+    loc, problem, value = tuple(item["loc"]), item["type"], item.get("input")
     in_feature = loc and loc[0] in ("inputs", "outputs") and len(loc) >= 2 and isinstance(loc[1], int)
     where = _feature_label(raw, loc) if in_feature else ".".join(str(part) for part in loc) or "config"
-    if kind == "extra_forbidden":
+    if problem == "extra_forbidden":
         key = loc[-1]
         allowed = _allowed_keys(loc)
         if in_feature and len(loc) >= 4:
@@ -297,7 +321,7 @@ def _explain(item: dict, raw: dict) -> str:
                     f"{did_you_mean(key, [k for k in allowed if k not in ('name', 'type')])}")
         parent = ".".join(str(part) for part in loc[:-1]) or "the config"
         return f"unknown key '{key}' in {parent}{did_you_mean(key, allowed)}"
-    if kind in ("union_tag_invalid", "union_tag_not_found"):
+    if problem in ("union_tag_invalid", "union_tag_not_found"):
         tag = (value or {}).get("type") if isinstance(value, dict) else None
         if tag is None:
             return f"{where}: missing 'type'; set one of: {', '.join(REGISTRY)}"
@@ -308,9 +332,9 @@ def _explain(item: dict, raw: dict) -> str:
             return f"{where}: type '{tag}' can only be an output; input types are: {', '.join(input_types())}"
         choices = input_types() if loc[0] == "inputs" else output_types()
         return f"{where}: unknown type '{tag}'{did_you_mean(tag, choices)}"
-    if kind == "missing":
+    if problem == "missing":
         return f"{where}: missing required key" if not in_feature else \
             f"{where}: missing required key '{loc[-1]}'"
     key = f"{where}.{'.'.join(str(part) for part in loc[3:])}" if in_feature and len(loc) >= 4 else where
     message = item["msg"].removeprefix("Value error, ")
-    return f"{key}: {message} (got {value!r})" if kind != "value_error" else f"{key}: {message}"
+    return f"{key}: {message} (got {value!r})" if problem != "value_error" else f"{key}: {message}"

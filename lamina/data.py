@@ -1,5 +1,5 @@
 """Reading tables (CSV, Parquet, JSON lines, DataFrames, named data sets), splitting them, and
-turning columns into model-ready tensors and batches."""
+turning columns into model-ready tensors (batching them lives in lamina/features/columns.py)."""
 from __future__ import annotations
 
 import contextlib
@@ -8,16 +8,16 @@ import itertools
 import json
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.model_selection import train_test_split
 
+from lamina import features
 from lamina.config import Config, Split
 from lamina.errors import ConfigError, DataError, did_you_mean
-from lamina.features.anomaly import UNLABELLED
 from lamina.features.common import missing_mask
 
 READERS = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet",
@@ -26,7 +26,7 @@ SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation"
                "val": "validation", "dev": "validation", "test": "test", "testing": "test"}
 
 
-def _not_utf8(path: Path, kind: str) -> str:
+def _not_utf8(path: Path, file_format: str) -> str:
     """Where a file stops being UTF-8, read block by block (the file may be larger than memory)."""
     where, offset, lines, carry = " it", 0, 1, b""  # offset: the file position of carry's first byte
     with open(path, "rb") as handle:
@@ -45,8 +45,8 @@ def _not_utf8(path: Path, kind: str) -> str:
             offset += len(data) - len(carry)
     if carry and where == " it":  # the file ends inside a character
         where = f" line {lines} (byte {offset})"
-    return (f"cannot read '{path}' as {kind}:{where} is not UTF-8 text; re-save the file as UTF-8 "
-            f"(e.g. iconv -f latin1 -t utf-8 '{path.name}' > fixed.{kind})")
+    return (f"cannot read '{path}' as {file_format}:{where} is not UTF-8 text; re-save the file as UTF-8 "
+            f"(e.g. iconv -f latin1 -t utf-8 '{path.name}' > fixed.{file_format})")
 
 
 def read_table(data: Any, types: dict[str, str] | None = None) -> tuple[pd.DataFrame, str]:
@@ -74,15 +74,15 @@ def read_table(data: Any, types: dict[str, str] | None = None) -> tuple[pd.DataF
         return read_folder(path), f"folder '{path}'"
     if not suffixes:
         raise DataError(f"cannot read '{path}': expected a file ending in {', '.join(sorted(READERS))}")
-    kind = READERS[suffixes[-1].lower()]
-    with read_errors(path, kind):
-        frame, _ = open_table(path, kind, types)
+    file_format = READERS[suffixes[-1].lower()]
+    with read_errors(path, file_format):
+        frame, _ = open_table(path, file_format, types)
     if frame.empty:
         raise DataError(f"'{path}' has no rows")
     return frame, f"'{path}'"
 
 
-def chunkable_kind(data: Any) -> str | None:
+def chunkable_format(data: Any) -> str | None:
     """csv / tsv / parquet / jsonl for a file that can be read in chunks; None for anything else
     (a DataFrame, a data set name, a folder, a .json file holding one array)."""
     if not isinstance(data, (str, Path)) or not Path(data).is_file():
@@ -102,14 +102,14 @@ def _is_json_array(path: Path) -> bool:
         return handle.read(4096).lstrip().startswith(b"[")
 
 
-def open_table(path: Path, kind: str, types: dict[str, str] | None, rows: int | None = None):
+def open_table(path: Path, file_format: str, types: dict[str, str] | None, rows: int | None = None):
     """(the whole frame, or with `rows` an iterator of frames of that many rows; the row count when
     the file says it). Columns are read as `types` says: text columns as strings in CSV (pandas would
     guess per chunk, turning '007' into 7 in one and not in another), JSON values as the file types
     them (pandas would guess numbers and dates from strings). Two columns of one name are refused."""
-    separator = "\t" if kind == "tsv" else ","
+    separator = "\t" if file_format == "tsv" else ","
     strings = {name: str for name, read_as in (types or {}).items() if read_as == "string"}
-    if kind == "parquet":
+    if file_format == "parquet":
         import pyarrow.parquet as parquet
 
         file = parquet.ParquetFile(path)
@@ -117,7 +117,7 @@ def open_table(path: Path, kind: str, types: dict[str, str] | None, rows: int | 
         if rows is None:
             return file.read().to_pandas(), file.metadata.num_rows
         return (batch.to_pandas() for batch in file.iter_batches(batch_size=rows)), file.metadata.num_rows
-    if kind == "jsonl":
+    if file_format == "jsonl":
         array = _is_json_array(path)
         if not array:
             refuse_duplicates(_first_record_keys(path), f"'{path}'")
@@ -154,24 +154,25 @@ def refuse_duplicates(names: list, source: str) -> None:
 
 
 @contextlib.contextmanager
-def read_errors(path: Path, kind: str, after: Callable[[], int] | None = None):
-    """A file that cannot be read as `kind` gives one DataError naming it (and the rows read before the
-    problem, when `after` counts them), never a traceback from the reader."""
+def read_errors(path: Path, file_format: str, after: Callable[[], int] | None = None):
+    """A file that cannot be read as `file_format` gives one DataError naming it (and the rows read
+    before the problem, when `after` counts them), never a traceback from the reader."""
     try:
         yield
     except DataError:
         raise
     except UnicodeDecodeError:
-        raise DataError(_not_utf8(path, kind)) from None
+        raise DataError(_not_utf8(path, file_format)) from None
     except pd.errors.EmptyDataError:
         raise DataError(f"'{path}' is empty: no header and no rows; give a file with a header line and rows") \
             from None
     except (ValueError, OSError, pd.errors.ParserError) as error:  # pyarrow's errors are ValueError/OSError
         where = f" after row {after()}" if after is not None and after() else ""
         if "EOF inside string" in str(error):  # pandas counts its 'row' in a way no editor shows
-            raise DataError(f"cannot read '{path}' as {kind}: the quote (\") opened on line "
-                            f"{_unclosed_quote_line(path, kind)} is never closed; close it or remove it") from None
-        raise DataError(f"cannot read '{path}' as {kind}{where}: {str(error).strip().splitlines()[0]}") from None
+            line = _unclosed_quote_line(path, file_format)
+            raise DataError(f"cannot read '{path}' as {file_format}: the quote (\") opened on line {line} is never "
+                            f"closed; close it or remove it") from None
+        raise DataError(f"cannot read '{path}' as {file_format}{where}: {str(error).strip().splitlines()[0]}") from None
 
 
 ROW = re.compile(r"\brow (\d+)\b")  # how messages name a row: its number in the file (0 = the first data row)
@@ -184,35 +185,35 @@ def rows_located(data: Any):
     try:
         yield
     except DataError as error:
-        message, kind = str(error), chunkable_kind(data)
+        message, file_format = str(error), chunkable_format(data)
         match = ROW.search(message)
-        line = line_of_row(Path(data), kind, int(match.group(1))) if match and kind in ("csv", "tsv", "jsonl") \
-            else None
+        by_line = match and file_format in ("csv", "tsv", "jsonl")
+        line = line_of_row(Path(data), file_format, int(match.group(1))) if by_line else None
         if line is None:
             raise
         raise DataError(f"{message[:match.end()]} (line {line} of {Path(data).name}){message[match.end():]}") \
             from None
 
 
-def _unclosed_quote_line(path: Path, kind: str) -> int:
+def _unclosed_quote_line(path: Path, file_format: str) -> int:
     """The line where the record holding an unclosed quote starts: it is the last one, as it runs
     to the end of the file."""
     with open(path, encoding="utf-8", errors="replace", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t" if kind == "tsv" else ",", skipinitialspace=True)
+        reader = csv.reader(handle, delimiter="\t" if file_format == "tsv" else ",", skipinitialspace=True)
         start = previous = 1
         for _ in reader:
             start, previous = previous, reader.line_num + 1
     return start
 
 
-def line_of_row(path: Path, kind: str, row: int) -> int | None:
+def line_of_row(path: Path, file_format: str, row: int) -> int | None:
     """The line where data row `row` starts, skipping what the reader skips (blank lines, the header)
     and counting line breaks inside quoted cells. Read only when an error names a row."""
     with open(path, encoding="utf-8", errors="replace", newline="") as handle:
-        if kind == "jsonl":
+        if file_format == "jsonl":
             records = (number for number, line in enumerate(handle, 1) if line.strip())
             return next(itertools.islice(records, row, None), None)
-        reader = csv.reader(handle, delimiter="\t" if kind == "tsv" else ",", skipinitialspace=True)
+        reader = csv.reader(handle, delimiter="\t" if file_format == "tsv" else ",", skipinitialspace=True)
         seen, start = -1, 1  # -1: the header comes first
         for record in reader:
             if len(record) > 1 or (record and record[0].strip()):  # pandas skips blank lines
@@ -254,9 +255,11 @@ def check_columns(frame: pd.DataFrame, names: list[str], source: str, role: str 
 
 def add_absent_labels(frame: pd.DataFrame, outputs: list) -> pd.DataFrame:
     """An output whose labels are optional (an anomaly score) may have no column in the data: it is
-    added with every cell marked unlabelled, so the rest of the pipeline reads it like any other."""
-    absent = {config.name: UNLABELLED for config in outputs
-              if config.type == "anomaly" and config.name not in frame.columns}
+    added with every cell its `absent_label()` (unlabelled), so the rest of the pipeline reads it like
+    any other. `outputs`: the output configs."""
+    labels = {config.name: features.build(config).absent_label() for config in outputs
+              if config.name not in frame.columns}
+    absent = {name: label for name, label in labels.items() if label is not None}
     return frame.assign(**absent) if absent else frame
 
 
@@ -280,7 +283,7 @@ def split_rows(frame: pd.DataFrame, config: Config) -> dict[str, np.ndarray]:
         return time_split(frame, split)
     first = config.outputs[0]
     stratify = None
-    if split.method == "stratified" or (split.method == "auto" and first.type in ("binary", "category", "anomaly")):
+    if split.method == "stratified" or (split.method == "auto" and features.build(first).stratifies()):
         labels, _ = pd.factorize(frame[first.name].astype(str))
         counts = np.bincount(labels)
         if counts.min() >= 3 or split.method == "stratified":
@@ -352,27 +355,27 @@ def time_split(frame: pd.DataFrame, split: Split) -> dict[str, np.ndarray]:
 def columns_of(feature, frame: pd.DataFrame):
     """What a feature's fit/transform/target read: its column, or a frame of its column and the
     others it `reads` (a ranking output reads the user column too)."""
-    extra = getattr(feature, "reads", None)
+    extra = feature.reads()
     return frame[[feature.config.name, *extra]] if extra else frame[feature.config.name]
 
 
-def columns_read(features: list) -> list[str]:
+def columns_read(built: list) -> list[str]:
     """The columns these built features read: their own, and the others a ranking `reads`."""
-    return [name for feature in features for name in [feature.config.name, *getattr(feature, "reads", [])]]
+    return [name for feature in built for name in [feature.config.name, *feature.reads()]]
 
 
 def rows_to_keep(frame: pd.DataFrame, inputs: list, outputs: list) -> np.ndarray:
-    """Rows usable for training/evaluation: targets present, no missing value where a feature
-    says missing: drop, and none of the rows an input's optional `bad_rows(column)` marks."""
+    """Rows usable for training/evaluation: targets present, no missing value where an input
+    `drops_missing()`, and none of the rows an input's `bad_rows(column)` marks."""
     keep = np.ones(len(frame), dtype=bool)
     for feature in outputs:
         keep &= ~missing_mask(frame[feature.config.name])
     for feature in inputs:
-        if getattr(feature.config, "missing", None) == "drop":
+        if feature.drops_missing():
             keep &= ~missing_mask(frame[feature.config.name])
-        bad_rows = getattr(feature, "bad_rows", None)  # e.g. unreadable image files with on_error: skip
-        if bad_rows is not None:
-            keep &= ~bad_rows(frame[feature.config.name])
+        bad = feature.bad_rows(frame[feature.config.name])  # e.g. unreadable image files with on_error: skip
+        if bad is not None:
+            keep &= ~bad
     return keep
 
 
@@ -381,14 +384,14 @@ def learning_rows(rows: pd.DataFrame, outputs: list) -> pd.DataFrame:
     a (fitted) output leaves out with `training_rows(column)` (an anomaly output: labelled anomalies)."""
     keep = np.ones(len(rows), dtype=bool)
     for feature in outputs:
-        select = getattr(feature, "training_rows", None)
+        select = feature.training_rows(rows[feature.config.name])
         if select is None:
             continue
         if len(outputs) > 1:  # the other outputs would silently lose those rows too
-            raise ConfigError(f"output '{feature.config.name}' ({feature.config.type}) learns from some training "
+            raise ConfigError(f"output '{feature.config.name}' ({feature.type_name}) learns from some training "
                               f"rows only, so it must be the model's only output; train the other outputs "
                               f"({', '.join(f.config.name for f in outputs if f is not feature)}) as another model")
-        keep &= select(rows[feature.config.name])
+        keep &= select
     return rows if keep.all() else rows[keep]
 
 
@@ -398,88 +401,3 @@ def tensors(frame: pd.DataFrame, inputs: list, outputs: list | None = None) -> d
     for feature in outputs or []:
         result["targets"][feature.config.name] = feature.target(columns_of(feature, frame))
     return result
-
-
-class LazyColumn:
-    """A column decoded batch by batch as it is read (e.g. image files), so a data set larger than
-    memory trains. Indexing with row positions returns a tensor. `decode` must be a module-level
-    function (or a functools.partial of one) so DataLoader worker processes can run it."""
-
-    def __init__(self, values: list, decode: Callable[[list], torch.Tensor]):
-        self.values, self.decode = values, decode
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def __getitem__(self, index) -> torch.Tensor:
-        positions = range(len(self.values))[index] if isinstance(index, slice) else index.tolist()
-        return self.decode([self.values[position] for position in positions])
-
-
-class Chunks(torch.utils.data.Dataset):
-    """The mini-batches of a table as a Dataset of whole batches, for DataLoader workers."""
-
-    def __init__(self, table: dict, indices: list):
-        self.table, self.indices = table, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, item: int) -> dict:
-        index = self.indices[item]
-        return {part: {name: rows(column, index) for name, column in columns.items()}
-                for part, columns in self.table.items()}
-
-
-def rows(column, index):
-    """The rows of a column at `index` (positions or a slice). `index_select` costs about half of
-    `column[positions]`, whose indexing rules take longer to parse; this runs per column per batch."""
-    if isinstance(column, torch.Tensor) and isinstance(index, torch.Tensor):
-        return column.index_select(0, index)
-    return column[index]
-
-
-def token_lengths(table: dict) -> torch.Tensor | None:
-    """Tokens per row summed over the token-id columns (2-D int64, 0 = padding), or None."""
-    columns = [column for columns in table.values() for column in columns.values()
-               if isinstance(column, torch.Tensor) and column.ndim == 2 and column.dtype == torch.int64]
-    return sum((column != 0).sum(1) for column in columns) if columns else None
-
-
-def shuffled_batches(table: dict, size: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """Random batches. With token sequences, rows of similar length are batched together (within
-    windows of 50 random batches, the batches then shuffled): encoders trim each batch to its
-    longest row, so less padding means less work."""
-    order = torch.randperm(size, generator=generator)
-    lengths = token_lengths(table)
-    if lengths is None:
-        return [order[start:start + batch_size] for start in range(0, size, batch_size)]
-    window = 50 * batch_size
-    groups = []
-    for start in range(0, size, window):
-        rows = order[start:start + window]
-        rows = rows[torch.argsort(lengths[rows], stable=True)]
-        groups.extend(rows[offset:offset + batch_size] for offset in range(0, len(rows), batch_size))
-    return [groups[position] for position in torch.randperm(len(groups), generator=generator).tolist()]
-
-
-def batches(table: dict, batch_size: int, generator: torch.Generator | None = None,
-            workers: int = 0) -> Iterator[dict[str, dict[str, torch.Tensor]]]:
-    """Mini-batches of a table; shuffled when a generator is given. Slicing whole tensors (rather
-    than collating rows) keeps the per-batch cost close to a hand-written loop; lazily decoded
-    columns are read in `workers` background processes."""
-    size = row_count(table)
-    if generator is None:
-        indices = [slice(start, start + batch_size) for start in range(0, size, batch_size)]
-    else:
-        indices = shuffled_batches(table, size, batch_size, generator)
-    chunks = Chunks(table, indices)
-    lazy = any(isinstance(column, LazyColumn) for columns in table.values() for column in columns.values())
-    if lazy and workers > 0:
-        yield from torch.utils.data.DataLoader(chunks, batch_size=None, num_workers=workers)
-    else:
-        yield from (chunks[item] for item in range(len(chunks)))
-
-
-def row_count(table: dict[str, dict[str, torch.Tensor]]) -> int:
-    return len(next(iter(table["inputs"].values())))

@@ -2,11 +2,12 @@
 program, beside `preprocessing.json`, which says for each input how raw values become its tensor
 (vocabularies, label order, image size) and for each output how to read the result.
 
-What exports: inputs of type number, binary, category, set and image; outputs of type number,
-binary, category and set. Normalisation and missing-value filling of numbers and the scaling of
-pixels run inside the graph (the features' own torch code), so the manifest only maps values to
-positions. Text does not export yet: text encoders trim each batch to its longest text and text
-outputs generate with a search loop, neither of which the exporters can trace.
+Each data type says itself whether and how it exports (export_entry, export_examples, export_output
+and export_output_entry in lamina/features/): today inputs of type number, binary, category, set and
+image and outputs of type number, binary, category and set. Normalisation and missing-value filling
+of numbers and the scaling of pixels run inside the graph (the features' own torch code), so the
+manifest only maps values to positions. Text does not export yet: text encoders trim each batch to
+its longest text and text outputs generate with a search loop, neither of which the exporters can trace.
 """
 from __future__ import annotations
 
@@ -19,19 +20,25 @@ import pandas as pd
 import torch
 from torch import nn
 
-import lamina
+from lamina.version import __version__
 from lamina.config import nesting_problem
 from lamina.data import tensors
 from lamina.errors import ConfigError, DataError
-from lamina.features.common import MISSING, as_strings, missing_mask
-from lamina.features.number import Normalize
+from lamina.features.base import Unsupported
+from lamina.features.common import as_strings, missing_mask
 
 FORMATS = {"onnx": "model.onnx", "torch-export": "model.pt2"}
-INPUT_TYPES = {"number", "binary", "category", "set", "image"}
-OUTPUT_TYPES = {"number", "binary", "category", "set"}
 MANIFEST = "preprocessing.json"
 OPSET = 17
 TOLERANCE = 1e-4  # the exported graph must agree with PyTorch this closely on the example rows
+
+
+def _asked(question, features: list) -> list:
+    """question(feature) for each feature; a type that does not export is refused as a ConfigError."""
+    try:
+        return [question(feature) for feature in features]
+    except Unsupported as error:
+        raise ConfigError(str(error)) from None
 
 
 class Exported(nn.Module):
@@ -41,114 +48,31 @@ class Exported(nn.Module):
         super().__init__()
         self.network = model.network_
         self.input_names = self.network.input_names
-        self.kinds = [feature.config.type for feature in model.outputs_]
-        self.inverses = nn.ModuleList(Normalize(feature.stats, feature.config.normalize)
-                                      if feature.config.type == "number" else nn.Identity()
-                                      for feature in model.outputs_)
-        # calibration (temperature scaling) of binary and category outputs runs inside the graph
-        self.temperatures = [float(getattr(feature, "temperature", 1.0)) for feature in model.outputs_]
+        # each output's last step (inverse normalisation, calibrated softmax or sigmoid) is its type's own
+        self.finals = nn.ModuleList(_asked(lambda feature: feature.export_output(), model.outputs_))
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         raw = self.network(dict(zip(self.input_names, inputs)))
-        results = []
-        for name, kind, inverse, temperature in zip(self.network.output_names, self.kinds, self.inverses,
-                                                    self.temperatures):
-            logits = raw[name] / temperature if temperature != 1.0 else raw[name]
-            if kind == "number":
-                results.append(inverse.inverse(raw[name]))  # (B,)
-            elif kind == "category":
-                results.append(torch.softmax(logits, dim=1))  # (B, K)
-            else:
-                results.append(torch.sigmoid(logits))  # (B,) binary or (B, L) set
-        return tuple(results)
+        return tuple(final(raw[name]) for name, final in zip(self.network.output_names, self.finals))
 
 
 def check_exportable(model) -> None:
-    for role, features, allowed in (("input", model.inputs_, INPUT_TYPES), ("output", model.outputs_, OUTPUT_TYPES)):
-        for feature in features:
-            if feature.config.type not in allowed:
-                why = ("text encoders trim each batch to its longest text" if role == "input"
-                       else "a generated sentence comes from a search loop (greedy or beam search)")
-                raise ConfigError(f"{role} '{feature.config.name}' has type '{feature.config.type}', which does not "
-                                  f"export yet ({why}, which the exporters cannot trace); exportable {role}s are "
-                                  f"{', '.join(sorted(allowed))}. Serve this model with `lamina serve` instead")
+    """Refuse a model with an input or output whose type does not export (a ConfigError naming it)."""
+    manifest(model, "onnx")
 
 
 def _example_frame(model) -> pd.DataFrame:
     """Two plausible rows (two, so no exporter mistakes the batch size for a constant 1)."""
-    columns = {}
-    for feature in model.inputs_:
-        kind, stats = feature.config.type, feature.stats
-        if kind == "number":
-            columns[feature.config.name] = [stats["mean"], stats["min"]]
-        elif kind in ("binary", "category"):
-            columns[feature.config.name] = list(stats["labels"][:2]) * (2 // len(stats["labels"][:2]))
-        elif kind == "set":
-            columns[feature.config.name] = [stats["labels"][:1], stats["labels"][-1:]]
-        elif kind == "image":
-            height, width = feature.config.size
-            pixel = np.clip(np.round(stats["mean"]), 0, 255).astype(np.uint8)
-            columns[feature.config.name] = [np.tile(pixel, (height, width, 1))] * 2
-    return pd.DataFrame(columns)
-
-
-def _tensor(name: str, dtype: str, shape: list) -> dict:
-    return {"name": name, "dtype": dtype, "shape": shape}
-
-
-def _input_entry(feature) -> dict:
-    name, kind, stats, options = feature.config.name, feature.config.type, feature.stats, feature.config
-    same_as_training = "values compared as stripped strings; whole numbers written without '.0'"
-    if kind == "number":
-        return {"tensor": _tensor(name, "float32", ["rows"]),
-                "preprocess": {"value": "the number; NaN where missing", "inside_the_model": "missing-value filling "
-                               f"and '{options.normalize}' normalisation", "stats": stats}}
-    if kind == "binary":
-        return {"tensor": _tensor(name, "float32", ["rows"]),
-                "preprocess": {"labels": stats["labels"], "value": "0.0 for labels[0], 1.0 for labels[1], NaN "
-                               "where missing or another value", "compare": same_as_training}}
-    if kind == "category":
-        vocabulary = stats["vocabulary"]
-        missing = vocabulary.index(MISSING) if options.missing == "category" else \
-            (vocabulary.index(stats["labels"][0]) if stats["labels"][0] in vocabulary else 0)
-        return {"tensor": _tensor(name, "int64", ["rows"]),
-                "preprocess": {"vocabulary": vocabulary, "value": "the position of the value in vocabulary",
-                               "unknown_index": 0, "missing_index": missing, "compare": same_as_training}}
-    if kind == "set":
-        return {"tensor": _tensor(name, "float32", ["rows", len(stats["labels"])]),
-                "preprocess": {"labels": stats["labels"], "delimiter": options.delimiter,
-                               "value": "multi-hot: 1.0 at the position of each label present (a cell is a list "
-                                        "or a delimited string); unknown labels are ignored"}}
-    height, width = options.size
-    return {"tensor": _tensor(name, "uint8", ["rows", options.channels, height, width]),
-            "preprocess": {"size": [height, width], "channels": options.channels, "layout": "NCHW",
-                           "value": "the decoded image converted to grey (L, ITU-R 601-2) or RGB, resized bilinearly "
-                                    "to size; missing images: every pixel the training mean colour",
-                           "inside_the_model": "scaling by the training mean and std", "stats": stats}}
-
-
-def _output_entry(feature) -> dict:
-    name, kind, stats = feature.config.name, feature.config.type, feature.stats
-    if kind == "number":
-        return {"tensor": _tensor(name, "float32", ["rows"]), "read": "the predicted value in the data's units"}
-    if kind == "binary":
-        return {"tensor": _tensor(f"{name}_probability", "float32", ["rows"]), "labels": stats["labels"],
-                "threshold": feature.threshold, "temperature": feature.temperature,
-                "read": "the (calibrated: the graph divides the logit by temperature) probability of labels[1]; "
-                        "predict labels[1] when it is at least threshold"}
-    if kind == "category":
-        return {"tensor": _tensor(f"{name}_probabilities", "float32", ["rows", len(stats["labels"])]),
-                "labels": stats["labels"], "temperature": feature.temperature,
-                "read": "one (calibrated) probability per label; predict the largest"}
-    return {"tensor": _tensor(f"{name}_probabilities", "float32", ["rows", len(stats["labels"])]),
-            "labels": stats["labels"], "threshold": feature.config.threshold,
-            "delimiter": feature.config.delimiter, "read": "one probability per label; predict those >= threshold"}
+    columns = _asked(lambda feature: feature.export_examples(), model.inputs_)
+    return pd.DataFrame({feature.config.name: column for feature, column in zip(model.inputs_, columns)})
 
 
 def manifest(model, format_name: str) -> dict:
-    inputs = [{"name": f.config.name, "type": f.config.type, **_input_entry(f)} for f in model.inputs_]
-    outputs = [{"name": f.config.name, "type": f.config.type, **_output_entry(f)} for f in model.outputs_]
-    return {"format": "lamina-export", "format_version": 1, "lamina_version": lamina.__version__,
+    inputs = _asked(lambda feature: {"name": feature.config.name, "type": feature.config.type,
+                                     **feature.export_entry()}, model.inputs_)
+    outputs = _asked(lambda feature: {"name": feature.config.name, "type": feature.config.type,
+                                      **feature.export_output_entry()}, model.outputs_)
+    return {"format": "lamina-export", "format_version": 1, "lamina_version": __version__,
             "exporter": format_name, "model_file": FORMATS[format_name],
             **({"opset": OPSET} if format_name == "onnx" else {}), "inputs": inputs, "outputs": outputs}
 
@@ -157,13 +81,12 @@ def export(model, folder: str | Path, format_name: str = "onnx") -> Path:
     """Write the exported network and preprocessing.json into `folder`; returns the model file."""
     if format_name not in FORMATS:
         raise ConfigError(f"unknown export format '{format_name}'; expected one of: {', '.join(FORMATS)}")
-    check_exportable(model)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    description = manifest(model, format_name)
+    description = manifest(model, format_name)  # refuses a type that does not export before any file is written
     wrapper = Exported(model).eval()
     table = tensors(_example_frame(model), model.inputs_)["inputs"]
     example = tuple(table[name] for name in wrapper.input_names)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     target = folder / FORMATS[format_name]
     with torch.no_grad():
         expected = wrapper(*example)
@@ -218,8 +141,9 @@ def _check_close(expected: tuple, got: list, target: Path) -> None:
 
 def feeds(description: dict, frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """The input tensors for a table, built from preprocessing.json alone (no lamina feature
-    objects): a reference for writing the same in another language. Images are not decoded here:
-    give their column as uint8 (C, H, W) arrays already sized as the manifest says."""
+    objects): a reference for writing the same in another language, so it switches on each entry's
+    "type" (a field of the file format) as such a reader would. Images are not decoded here: give
+    their column as uint8 (C, H, W) arrays already sized as the manifest says."""
     result = {}
     for entry in description["inputs"]:
         column, rules, tensor = frame[entry["name"]], entry["preprocess"], entry["tensor"]

@@ -7,52 +7,17 @@ from __future__ import annotations
 import base64
 import datetime
 import html
-import io
 from typing import Any
 
-import numpy as np
-import pandas as pd
-import torch
 import yaml
 
-import lamina
+from lamina.version import __version__
 from lamina import artifact
+from lamina.features.base import Unsupported
+from lamina.features.plots import figure as _figure, png as _png, table as _table, text as _text
 
 EXPLAINED_ROWS = 3  # test rows explained in the report
 IMPORTANCE_ROWS = 2000  # test rows used for permutation importance
-
-
-def _png(figure) -> str:
-    """A matplotlib figure as an <img> with its PNG inline."""
-    import matplotlib.pyplot as pyplot
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    pyplot.close(figure)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
-
-
-def _figure(width: float = 4.6, height: float = 3.4):
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as pyplot
-
-    return pyplot.subplots(figsize=(width, height))
-
-
-def _table(rows: list[list[Any]], head: list[str]) -> str:
-    cells = "".join(f"<th>{html.escape(str(name))}</th>" for name in head)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_text(cell))}</td>" for cell in row) + "</tr>" for row in rows)
-    return f"<table><tr>{cells}</tr>{body}</table>"
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    if isinstance(value, (list, tuple)) and value and isinstance(value[0], (list, tuple)):  # a sequence
-        return f"a sequence of {len(value)} steps x {len(value[0])} channels"
-    return str(value)
 
 
 # --- sections ---------------------------------------------------------------------------------
@@ -72,7 +37,7 @@ def data_section(model) -> str:
     described = []
     for role, features in (("input", model.inputs_), ("output", model.outputs_)):
         for feature in features:
-            described.append([feature.config.name, feature.config.type, role, _stats_summary(feature.stats)])
+            described.append([feature.config.name, feature.type_name, role, _stats_summary(feature.stats)])
     lines.append(_table(described, ["feature", "type", "role", "learned from the training split"]))
     config = yaml.safe_dump(model.config.to_dict(), sort_keys=False)
     lines.append(f"<details><summary>config</summary><pre>{html.escape(config)}</pre></details>")
@@ -124,124 +89,26 @@ def metrics_section(model) -> str:
         parts = [part for part in ("train", "validation", "test") if part in model.metrics_]
         names = list(next(iter(model.metrics_.values()))[name])
         rows = [[metric] + [model.metrics_[part][name].get(metric, "") for part in parts] for metric in names]
-        blocks.append(f"<h3>{html.escape(name)} ({feature.config.type})</h3>" + _table(rows, ["metric"] + parts))
+        blocks.append(f"<h3>{html.escape(name)} ({feature.type_name})</h3>" + _table(rows, ["metric"] + parts))
     return "<h2>Metrics</h2>" + "".join(blocks)
 
 
-def _confusion(truth: np.ndarray, predicted: np.ndarray, labels: list[str]) -> str:
-    from sklearn.metrics import confusion_matrix
-
-    matrix = confusion_matrix(truth, predicted, labels=list(range(len(labels))))
-    size = min(9.0, 2.0 + 0.45 * len(labels))
-    figure, axes = _figure(size, size * 0.85)
-    image = axes.imshow(matrix, cmap="Blues")
-    axes.set_xticks(range(len(labels)), labels, rotation=90 if len(labels) > 4 else 0)
-    axes.set_yticks(range(len(labels)), labels)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    if len(labels) <= 12:
-        for (row, column), count in np.ndenumerate(matrix):
-            axes.text(column, row, str(count), ha="center", va="center",
-                      color="white" if count > matrix.max() / 2 else "black")
-    figure.colorbar(image)
-    return _png(figure)
-
-
-def _binary_plots(data: dict) -> list[str]:
-    from sklearn.calibration import calibration_curve
-    from sklearn.metrics import precision_recall_curve, roc_curve
-
-    truth, probability = np.array(data["truth"]), np.array(data["probability"])
-    plots = [_confusion(truth, (probability >= data["threshold"]).astype(int), data["labels"])]
-    if len(np.unique(truth)) == 2:
-        figure, axes = _figure()
-        false_positive, true_positive, _ = roc_curve(truth, probability)
-        axes.plot(false_positive, true_positive)
-        axes.plot([0, 1], [0, 1], color="grey", linestyle=":")
-        axes.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve")
-        plots.append(_png(figure))
-        figure, axes = _figure()
-        precision, recall, _ = precision_recall_curve(truth, probability)
-        axes.plot(recall, precision)
-        axes.axhline(truth.mean(), color="grey", linestyle=":", label="always positive")
-        axes.set(xlabel="recall", ylabel="precision", title="precision-recall curve")
-        axes.legend()
-        plots.append(_png(figure))
-        figure, axes = _figure()
-        observed, predicted = calibration_curve(truth, probability, n_bins=10, strategy="quantile")
-        axes.plot(predicted, observed, marker="o")
-        axes.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
-        axes.set(xlabel="predicted probability", ylabel="observed frequency", title="calibration")
-        axes.legend()
-        plots.append(_png(figure))
-    return plots
-
-
-def _anomaly_plots(data: dict) -> list[str]:
-    """Histograms of the scores (normal and anomalous rows apart when labelled) and the threshold."""
-    scores = np.array(data["score"], dtype=np.float64)
-    truth = np.array([np.nan if value is None else value for value in data["truth"]], dtype=np.float64)
-    figure, axes = _figure()
-    bins = np.histogram_bin_edges(np.log10(np.maximum(scores, 1e-6)), bins=40)
-    groups = [(data["labels"][0], truth == 0), (data["labels"][1], truth == 1), ("unlabelled", np.isnan(truth))]
-    for label, rows in groups:
-        if rows.any():
-            axes.hist(np.log10(np.maximum(scores[rows], 1e-6)), bins=bins, alpha=0.6, density=True, label=label)
-    if data["threshold"] is not None:
-        axes.axvline(np.log10(max(data["threshold"], 1e-6)), color="black", linestyle=":", label="threshold")
-    axes.set(xlabel="log10 anomaly score", ylabel="density", title="anomaly scores")
-    axes.legend()
-    return [_png(figure)]
-
-
-def _category_plots(data: dict) -> list[str]:
-    truth, predicted, labels = np.array(data["truth"]), np.array(data["predicted"]), data["labels"]
-    known = truth >= 0
-    if len(labels) > 20:  # the 20 most frequent true classes
-        keep = pd.Series(truth[known]).value_counts().index[:20].to_numpy()
-        mask = np.isin(truth, keep) & np.isin(predicted, keep)
-        remap = {old: new for new, old in enumerate(keep)}
-        return [_confusion(np.array([remap[t] for t in truth[mask]]), np.array([remap[p] for p in predicted[mask]]),
-                           [labels[k] for k in keep])]
-    return [_confusion(truth[known], predicted[known], labels)]
-
-
-def _number_plots(data: dict) -> list[str]:
-    truth, predicted = np.array(data["truth"]), np.array(data["predicted"])
-    figure, axes = _figure()
-    axes.scatter(truth, predicted, s=6, alpha=0.4)
-    low, high = float(min(truth.min(), predicted.min())), float(max(truth.max(), predicted.max()))
-    axes.plot([low, high], [low, high], color="grey", linestyle=":")
-    axes.set(xlabel="true", ylabel="predicted", title="predicted against true")
-    first = _png(figure)
-    figure, axes = _figure()
-    axes.hist(predicted - truth, bins=40)
-    axes.set(xlabel="predicted - true", ylabel="rows", title="residuals")
-    return [first, _png(figure)]
-
-
-def _text_examples(data: dict) -> list[str]:
-    rows = [[example["input"], example["reference"], example["generated"]] for example in data["examples"][:10]]
-    return [_table(rows, ["input", "reference", "generated"])]
-
-
 def plots_section(model) -> str:
-    evaluation = getattr(model, "evaluation_", None)
+    evaluation = model.evaluation_  # None in folders saved before it existed
     if not evaluation:
         return "<h2>Test predictions</h2><p>This model folder keeps no test predictions (no test rows).</p>"
-    draw = {"binary": _binary_plots, "category": _category_plots, "number": _number_plots, "text": _text_examples,
-            "anomaly": _anomaly_plots}
+    outputs = {feature.config.name: feature for feature in model.outputs_}
     blocks = []
-    for name, data in evaluation.items():
-        plots = draw[data["type"]](data) if data["type"] in draw else []
+    for name, data in evaluation.items():  # as saved, maybe by an earlier version: each type draws its own
+        drawn = outputs[name].report_plots(data) if name in outputs else []
         rows = len(data.get("truth", data.get("examples", [])))
         blocks.append(f"<h3>{html.escape(name)} ({data['type']}, {rows:,} test rows)</h3>"
-                      f"<div class='plots'>{''.join(plots)}</div>")
+                      f"<div class='plots'>{''.join(drawn)}</div>")
     return "<h2>Test predictions</h2>" + "".join(blocks)
 
 
 def comparison_section(model) -> str:
-    result = getattr(model, "comparison_", None)
+    result = model.comparison_
     if not result:
         return ("<h2>Deep or classic?</h2><p>No comparison yet: <code>lamina compare --model ... --data ...</code> "
                 "trains a classic baseline on the same split.</p>")
@@ -289,13 +156,8 @@ def _image_overlay(model, name: str, value: Any, heat_map: list) -> str:
     from lamina.explain_render import heat_map_png
 
     position = next(index for index, f in enumerate(model.inputs_) if f.config.name == name)
-    feature = model.inputs_[position]
-    pixels = feature.transform(pd.Series([value], dtype=object))[0:1]  # (1, C, H, W), as the network saw it
-    if feature.config.type == "audio":  # the heat map lies over the log-mel spectrogram (mels x frames)
-        with torch.no_grad():
-            pixels = model.network_.encoders[position].eval().spectrogram(pixels)  # (1, 1, M, F), normalised
-        pixels = (pixels - pixels.min()) / (pixels.max() - pixels.min()).clamp_min(1e-6) * 255
-    image = np.asarray(pixels[0]).transpose(1, 2, 0)
+    # what the network saw: an image's pixels, a sound's log-mel spectrogram (mels x frames)
+    image = model.inputs_[position].heat_map_background(model.network_.encoders[position], value)
     data = base64.b64encode(heat_map_png(image, heat_map)).decode()
     return f'<img class="overlay" alt="{html.escape(name)} heat map" src="data:image/png;base64,{data}">'
 
@@ -316,18 +178,17 @@ def examples_section(model, explanation: dict) -> str:
     return "<h2>Explained examples</h2>" + "".join(blocks)
 
 
-def _explainable(model) -> bool:
-    return not getattr(model.outputs_[0], "generates", False)
-
-
 def understanding(model, data: Any) -> tuple[dict | None, dict | None, str]:
     """Global importance on the test rows and explanations of a few of them (or why not)."""
-    if not _explainable(model):
-        return None, None, "Generated-text outputs are not explained by attributions."
-    from lamina.compare import training_rows
+    first = model.outputs_[0]
+    try:
+        first.explained_score(None)  # its type refuses here when it cannot be explained (generated text)
+    except Unsupported:
+        return None, None, f"Output '{first.config.name}' ({first.type_name}) is not explained by attributions."
+    from lamina.compare import split_as_trained
 
     try:
-        frame, parts = training_rows(model, data)
+        frame, parts = split_as_trained(model, data)
         test = frame.iloc[parts["test"]]
         if test.empty:
             return None, None, "No test rows to explain."
@@ -368,7 +229,7 @@ def build(model, data: Any = None) -> str:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>lamina report: {html.escape(names)}"
             f"</title><style>{STYLE}</style></head><body><h1>lamina report: {html.escape(names)}</h1>"
-            f"<p class='muted'>lamina {lamina.__version__}, written {stamp}</p>{''.join(sections)}</body></html>")
+            f"<p class='muted'>lamina {__version__}, written {stamp}</p>{''.join(sections)}</body></html>")
 
 
 def write(model, path, data: Any = None) -> str:

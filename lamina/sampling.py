@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import torch
 
-from lamina.data import LazyColumn, rows
+from lamina.features.columns import LazyColumn, rows
 
 
 def positions(labels: np.ndarray, method: str, ratio: float, seed: int) -> np.ndarray:
@@ -47,22 +47,22 @@ def take(table: dict, picked: np.ndarray) -> dict:
 def resample(table: dict, outputs: list, seed: int) -> tuple[dict, dict | None]:
     """The training table resampled for the one output that asks for it (the config allows at
     most one), and a record of what was done (None when no output asks)."""
-    asking = [feature for feature in outputs if getattr(feature.config, "sampling", None)]
+    asking = [feature for feature in outputs if feature.resampling() is not None]
     if not asking:
         return table, None
     feature = asking[0]
-    options, labels = feature.config, feature.stats["labels"]
+    (method, ratio), options, labels = feature.resampling(), feature.config, feature.stats["labels"]
     if options.class_weights is not None:
-        warnings.warn(f"output '{options.name}' both resamples its training rows (sampling: {options.sampling}) and "
+        warnings.warn(f"output '{options.name}' both resamples its training rows (sampling: {method}) and "
                       f"weighs its classes (class_weights): the rare class is boosted twice; usually one is enough",
                       stacklevel=3)
     codes = table["targets"][options.name].numpy().astype(np.int64)  # binary 0./1. or category codes
-    picked = positions(codes, options.sampling, options.sampling_ratio, seed)
+    picked = positions(codes, method, ratio, seed)
 
     def counted(values: np.ndarray) -> dict[str, int]:
         return {str(labels[code]): int(count) for code, count in zip(*np.unique(values, return_counts=True))}
 
-    record = {"output": options.name, "method": options.sampling, "ratio": options.sampling_ratio,
+    record = {"output": options.name, "method": method, "ratio": ratio,
               "rows_before": int(len(codes)), "rows_after": int(len(picked)),
               "classes_before": counted(codes), "classes_after": counted(codes[picked])}
     return take(table, picked), record

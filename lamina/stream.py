@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import pandas as pd
 
 from lamina import artifact, features
-from lamina.data import chunkable_kind, open_table, read_errors, read_table, rows_located
+from lamina.data import chunkable_format, open_table, read_errors, read_table, rows_located
 from lamina.errors import DataError
 
 CHUNK_ROWS = 50_000
@@ -25,19 +25,19 @@ def chunks(data: Any, rows: int = CHUNK_ROWS, types: dict[str, str] | None = Non
     name the right row), and the total number of rows when the file says it. `types` (from
     features.read_types) makes every chunk read a column alike. A file that cannot be read gives a
     DataError here (its header, its footer) or while iterating (a bad line further on)."""
-    kind = chunkable_kind(data)
-    if kind is None:
+    file_format = chunkable_format(data)
+    if file_format is None:
         frame, _ = read_table(data, types)
         return (part for part in [frame]), len(frame)
     path = Path(data)
-    with read_errors(path, kind):
-        frames, total = open_table(path, kind, types, rows)
-    return _numbered(frames, path, kind), total
+    with read_errors(path, file_format):
+        frames, total = open_table(path, file_format, types, rows)
+    return _numbered(frames, path, file_format), total
 
 
-def _numbered(frames, path: Path, kind: str) -> Iterator[pd.DataFrame]:
+def _numbered(frames, path: Path, file_format: str) -> Iterator[pd.DataFrame]:
     start = 0
-    with contextlib.closing(frames), read_errors(path, kind, after=lambda: start):  # closes the file early
+    with contextlib.closing(frames), read_errors(path, file_format, after=lambda: start):  # closes the file early
         for frame in frames:
             if frame.empty:  # the JSON-lines reader gives an empty chunk for a chunk of blank lines
                 continue
@@ -56,7 +56,7 @@ class Writer:
     def __init__(self, target: str | Path | None):
         self.target = Path(target) if target else None
         suffix = self.target.suffix.lower() if self.target else ".csv"
-        self.kind = "parquet" if suffix in (".parquet", ".pq") else "jsonl" if suffix in (".jsonl", ".ndjson") \
+        self.file_format = "parquet" if suffix in (".parquet", ".pq") else "jsonl" if suffix in (".jsonl", ".ndjson") \
             else "csv"
         if self.target and not self.target.parent.is_dir():
             raise DataError(f"cannot write '{self.target}': folder '{self.target.parent}' does not exist; create it "
@@ -66,7 +66,7 @@ class Writer:
         self.handle, self.parquet, self.schema, self.rows = None, None, None, 0
 
     def write(self, predictions: pd.DataFrame) -> None:
-        if self.kind == "parquet":
+        if self.file_format == "parquet":
             import pyarrow as arrow
             import pyarrow.parquet as parquet
 
@@ -78,7 +78,7 @@ class Writer:
         else:
             if self.handle is None:
                 self.handle = open(self.partial, "w", encoding="utf-8", newline="") if self.partial else sys.stdout
-            if self.kind == "jsonl":
+            if self.file_format == "jsonl":
                 text = predictions.to_json(orient="records", lines=True)
                 self.handle.write(text if text.endswith("\n") else text + "\n")
             else:

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from lamina import artifact
 from lamina.config import Training
-from lamina.data import batches, row_count
+from lamina.features.columns import batches, row_count
 from lamina.errors import ArtifactError, ConfigError
 from lamina.metrics import LOWER_IS_BETTER
 
@@ -53,7 +53,7 @@ def predict_raw(network, table, batch_size: int = 4096) -> dict[str, torch.Tenso
 
 
 @torch.no_grad()
-def scores(network, table, outputs, generate_rows: int | None = 0) -> dict:
+def measure(network, table, outputs, generate_rows: int | None = 0) -> dict:
     """Loss and metrics of every output on a table: {'loss': x, '<output>': {metric: value}}.
     Text outputs are scored from teacher-forced logits, reduced batch by batch by the feature's
     `summary` (whole-table logits would not fit in memory), and also generated freely for
@@ -68,13 +68,12 @@ def scores(network, table, outputs, generate_rows: int | None = 0) -> dict:
         rows += size
         for feature in outputs:
             name = feature.config.name
-            summary = getattr(feature, "summary", None)
-            kept[name].append(summary(raw[name], targets[name]) if summary else raw[name])
+            kept[name].append(feature.summary(raw[name], targets[name]))
     result = {"loss": total / max(rows, 1)}
     for feature in outputs:
         name = feature.config.name
         result[name] = feature.metrics(table["targets"][name], _concatenate(kept[name]))
-    generating = [feature for feature in outputs if getattr(feature, "generates", False)]
+    generating = [feature for feature in outputs if feature.generates]
     if generating and generate_rows != 0:
         part = table if generate_rows is None else head_rows(table, generate_rows)
         generated = predict_raw(network, part)
@@ -310,7 +309,7 @@ def fit(network, train_table, validation_table, outputs, training: Training, *,
         if scheduler is not None:
             scheduler.load_state_dict(saved["scheduler"])
     elif has_validation:
-        monitored(scores(network, validation_table, outputs), metric)  # a bad metric name fails now, not later
+        monitored(measure(network, validation_table, outputs), metric)  # a bad metric name fails now, not later
 
     progress = tqdm(total=training.epochs * steps_per_epoch, initial=run["epoch"] * steps_per_epoch,
                     disable=True if quiet else None, unit="batch", dynamic_ncols=True, leave=False, mininterval=0.5)
@@ -325,7 +324,7 @@ def fit(network, train_table, validation_table, outputs, training: Training, *,
         run["epoch"] = epoch + 1
         recompute_batch_norm(network, train_table, training, epoch)
         if has_validation:
-            record["validation"] = scores(network, validation_table, outputs)
+            record["validation"] = measure(network, validation_table, outputs)
             keep_best(run, network, monitored(record["validation"], metric), metric,
                       stopping.patience if stopping else None)
         record["seconds"] = time.perf_counter() - began

@@ -11,7 +11,7 @@ import torch
 import lamina
 from lamina import features
 from lamina.config import INPUT_MODELS
-from lamina.data import LazyColumn
+from lamina.features.columns import LazyColumn
 from lamina.errors import ConfigError, DataError
 from lamina.features.audio import Decoding, Unreadable, decode_one
 from lamina.features.audio_encoders import LogMel, mel_filterbank, mix_noise, resample

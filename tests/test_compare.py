@@ -19,7 +19,9 @@ import lamina
 from lamina import ArtifactError, DataError, baseline
 from lamina.artifact import COMPARISON, MANIFEST, add_file
 from lamina.cli import main
-from lamina.compare import f1_micro, no_baseline, paired_bootstrap, roc_auc, rmse, table, verdict
+from lamina.compare import no_baseline, paired_bootstrap, table, verdict
+from lamina.features import base, classic
+from lamina.features.classic import f1_micro, roc_auc, rmse
 
 from helpers_data import config, people, write_table
 
@@ -230,11 +232,12 @@ def test_text_output_has_no_baseline_but_no_crash():
     assert "verdict: " in table(result)
 
 
-def test_output_type_without_a_baseline_says_which_types_have_one():
-    class Unknown:
-        config = type("Options", (), {"name": "score", "type": "ranking"})
+def test_output_type_without_a_baseline_says_so():
+    class Unknown(base.OutputFeature):  # a new output type that defines no classic task
+        pass
 
-    assert "type 'ranking' has no classic baseline" in no_baseline(Unknown())
+    reason = no_baseline(Unknown(type("Options", (), {"name": "score", "type": "novel"})()))
+    assert "output 'score' of type 'novel' has no classic baseline" in reason
 
 
 # --- errors --------------------------------------------------------------------------------------
@@ -349,8 +352,8 @@ def test_image_inputs_become_small_grey_pixels():
 
 def test_types_without_features_of_their_own_get_summary_statistics():
     column = pd.Series([np.array([1.0, 2.0, 3.0]), None, [4, 4]])
-    summary = baseline.summary_statistics(column, "signal")
+    summary = classic.summary_statistics(column, "signal")
     assert summary[0].tolist() == pytest.approx([2.0, np.std([1, 2, 3]), 1.0, 1.5, 2.0, 2.5, 3.0, 3.0])
     assert np.isnan(summary[1]).all() and summary[2, -1] == 2
     with pytest.raises(DataError, match=r"column 'signal' row 1: the classic baseline summarises a numeric array"):
-        baseline.summary_statistics(pd.Series([[1.0], "clip.wav"]), "signal")
+        classic.summary_statistics(pd.Series([[1.0], "clip.wav"]), "signal")

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 import lamina
-from lamina import export
+from lamina import export, features
 from lamina.cli import main
+from lamina.config import INPUT_MODELS, OUTPUT_MODELS
 from lamina.errors import ConfigError
 
 from helpers_data import config, people
@@ -124,13 +125,14 @@ def test_text_and_unknown_formats_are_refused_clearly(folder, tmp_path):
     model = lamina.load(folder)
     with pytest.raises(ConfigError, match="unknown export format 'tflite'; expected one of: onnx, torch-export"):
         export.export(model, tmp_path / "x", "tflite")
-    reply = types.SimpleNamespace(config=types.SimpleNamespace(name="reply", type="text"))
+    reply = features.build(OUTPUT_MODELS["text"](name="reply", type="text"))
     chatbot = types.SimpleNamespace(inputs_=model.inputs_, outputs_=[reply])
     with pytest.raises(ConfigError, match="output 'reply' has type 'text'.*search loop.*lamina serve"):
         export.check_exportable(chatbot)
-    question = types.SimpleNamespace(config=types.SimpleNamespace(name="question", type="text"))
-    with pytest.raises(ConfigError, match="input 'question' has type 'text'.*exportable inputs are binary"):
-        export.check_exportable(types.SimpleNamespace(inputs_=[question], outputs_=model.outputs_))
+    question = features.build(INPUT_MODELS["text"](name="question", type="text"))
+    with pytest.raises(ConfigError, match="input 'question' has type 'text'.*longest text.*cannot trace"):
+        export.export(types.SimpleNamespace(inputs_=[question], outputs_=model.outputs_), tmp_path / "refused")
+    assert not (tmp_path / "refused").exists(), "a refused export writes nothing"
 
 
 def test_cli_export(folder, tmp_path):

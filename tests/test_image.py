@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 import lamina
 from lamina import features
 from lamina.config import INPUT_MODELS
-from lamina.data import LazyColumn
+from lamina.features.columns import LazyColumn
 from lamina.datasets.images import MNIST_5K_FILE, package_file
 from lamina.errors import ConfigError, DataError
 from lamina.features.image import Decoding, decode_one

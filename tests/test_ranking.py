@@ -9,6 +9,7 @@ import lamina
 from lamina.cli import main
 from lamina.config import load_config
 from lamina.data import split_rows
+from lamina.features.base import HeadContext, Trunk
 from lamina.features.ranking import Feature
 
 ITEMS, GENRES = 40, 4
@@ -165,10 +166,10 @@ def test_sampled_and_full_softmax_both_train():
         assert np.isfinite(model.metrics_["test"]["loss"])
     assert model.network_.heads[0].negatives == 0  # auto: 40 items are few enough to score them all
     feature = lamina.Model(config(negatives=5)).fit(frame, quiet=True).outputs_[0]
-    head = feature.head(4).train()
-    target = feature.target(frame[["item", "user"]].head(6))
-    assert head(torch.randn(6, 4), target).shape == (6, 6)  # the positive, then 5 negatives
-    assert head.eval()(torch.randn(6, 4), target).shape == (6, len(feature.stats["items"]))
+    head = feature.head(Trunk(size=4)).train()
+    context = HeadContext(target=feature.target(frame[["item", "user"]].head(6)))
+    assert head(torch.randn(6, 4), context).shape == (6, 6)  # the positive, then 5 negatives
+    assert head.eval()(torch.randn(6, 4), context).shape == (6, len(feature.stats["items"]))
 
 
 def test_bad_ranking_configs_and_data_are_explained():

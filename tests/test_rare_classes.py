@@ -12,7 +12,8 @@ from sklearn import metrics as skm
 import lamina
 from lamina import calibration, features, report, sampling
 from lamina.config import OUTPUT_MODELS
-from lamina.data import LazyColumn, split_rows
+from lamina.data import split_rows
+from lamina.features.columns import LazyColumn
 from lamina.features import binary
 
 

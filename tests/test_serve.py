@@ -367,3 +367,13 @@ def test_sound_series_and_id_inputs_are_served(tmp_path):
         form = client.post("/predict", data={"series": "0;0;0;0", "user": "ann"},
                            files={"sound": ("a.wav", wav(300, rate=8000), "audio/wav")})
         assert form.status_code == 200, form.text
+
+
+def test_an_input_type_that_cannot_be_served_is_refused_when_the_app_is_made():
+    from lamina.features import base
+    from lamina.serving.schema import RequestProblem
+
+    unserved = base.Feature(types.SimpleNamespace(name="scan", type="novel"))  # a type without request_field
+    stand_in = types.SimpleNamespace(inputs_=[unserved], outputs_=[])
+    with pytest.raises(RequestProblem, match="input 'scan' of type 'novel' cannot be served yet"):
+        create_app(stand_in, "novel")

@@ -110,12 +110,12 @@ def _flows(rng: np.random.Generator, count: int, service: tuple) -> pd.DataFrame
     return frame
 
 
-def _attack(rng: np.random.Generator, kind: str, count: int) -> pd.DataFrame:
+def _attack(rng: np.random.Generator, attack: str, count: int) -> pd.DataFrame:
     """One campaign of `count` flows of an attack."""
     start = rng.uniform(0, HOUR - 120)
     attacker = f"203.0.113.{rng.integers(1, 255)}"
     ones = np.ones(count)
-    if kind == "port_scan":  # SYNs to many ports of one server, closed ones answer RST; half scan slowly
+    if attack == "port_scan":  # SYNs to many ports of one server, closed ones answer RST; half scan slowly
         span = rng.choice([20 + count / 10, rng.uniform(600, 1200)])
         times, source, destination = start + np.sort(rng.uniform(0, span, count)), attacker, _server("web", 0)
         ports = rng.choice(np.arange(1, 10_000), count, replace=False)
@@ -123,12 +123,12 @@ def _attack(rng: np.random.Generator, kind: str, count: int) -> pd.DataFrame:
         answered = rng.random(count) < 0.1  # open ports complete the handshake, then the scanner resets
         frame["packets_sent"] = frame["packets_sent"] + answered
         frame["ack_count"] = answered * 1.0
-    elif kind == "syn_flood":  # unanswered SYNs from spoofed addresses to one web server: each looks ordinary
+    elif attack == "syn_flood":  # unanswered SYNs from spoofed addresses to one web server: each looks ordinary
         times = start + np.sort(rng.uniform(0, rng.uniform(40, 120), count))
         source = [f"198.51.{rng.integers(0, 256)}.{rng.integers(1, 255)}" for _ in range(count)]
         destination, ports = _server("web", int(rng.integers(0, 5))), np.full(count, 443)
         frame = _unanswered(rng, count)
-    elif kind == "brute_force":  # one source, many short failed logins to an SSH server
+    elif attack == "brute_force":  # one source, many short failed logins to an SSH server
         times, source, destination = start + np.cumsum(rng.exponential(1.5, count)), attacker, _server("ssh", 0)
         ports = np.full(count, 22)
         packets = rng.integers(10, 18, count).astype(float)
@@ -147,7 +147,7 @@ def _attack(rng: np.random.Generator, kind: str, count: int) -> pd.DataFrame:
                      ack_count=np.ceil(sent / 1400) + np.ceil(sent * 0.005 / 60) + 2, fin_count=ones,
                      rst_count=np.zeros(count))
     return pd.DataFrame({"time": times, "source": source, "destination": destination, "protocol": "tcp",
-                         "destination_port": ports, **frame, "label": kind})
+                         "destination_port": ports, **frame, "label": attack})
 
 
 def _recent(frame: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -182,11 +182,11 @@ def network_flows(rows: int = 30_000, attack_share: float = 0.04, seed: int = 0)
                         f"attack_share={attack_share}")
     rng = np.random.default_rng(seed)
     parts = []
-    for kind, share in ATTACKS.items():
+    for attack, share in ATTACKS.items():
         wanted, made = round(rows * attack_share * share), 0
         while made < wanted:
-            size = min(wanted - made, CAMPAIGN[kind])
-            parts.append(_attack(rng, kind, size))
+            size = min(wanted - made, CAMPAIGN[attack])
+            parts.append(_attack(rng, attack, size))
             made += size
     attacks = sum(len(part) for part in parts)
     frame = pd.concat([_normal(rng, rows - attacks), *parts], ignore_index=True)

@@ -119,7 +119,7 @@ def digits() -> pd.DataFrame:
 def faces() -> pd.DataFrame:
     path = package_file(*FACES_FILE) or tabular._download(FACES_URL, tabular.CACHE / "faces" / "lfw_subset.npy")
     stack = np.load(path, allow_pickle=False)  # (200, 25, 25); the first 100 are faces
-    if stack.dtype.kind == "f":  # scikit-image ships float64 in 0..1, though its docs say uint8
+    if np.issubdtype(stack.dtype, np.floating):  # scikit-image ships float64 in 0..1, though its docs say uint8
         stack = np.round(np.clip(stack, 0.0, 1.0) * 255)
     half = len(stack) // 2
     return _frame(stack.astype(np.uint8), ["face"] * half + ["non-face"] * (len(stack) - half))

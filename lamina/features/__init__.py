@@ -1,47 +1,20 @@
 """The registry of data types: the one extension point of lamina.
 
-Adding a data type = one file in this folder implementing `FeatureType` + one line in REGISTRY.
+Adding a data type = one file in this folder whose `Feature` subclasses `base.Feature` (an input) or
+`base.OutputFeature` (also an output) + one line in REGISTRY. base.py's docstrings are the contract.
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
-import pandas as pd
-import torch
 from pydantic import BaseModel
-from torch import nn
 
 from lamina.features import (anomaly, audio, binary, category, id as id_type, image, number, ranking, set as set_type,
                              text, timeseries)
+from lamina.features.base import Feature
 
-
-class FeatureType(Protocol):
-    """One column of data: its options, learned statistics, input layer and (maybe) output layer.
-
-    Instances are built from a validated config; `fit` learns `stats` (JSON-able) from the
-    training split only, and `from_stats` restores them from a saved model.
-    """
-
-    config: BaseModel
-    stats: dict[str, Any]
-
-    def fit(self, column: pd.Series) -> None: ...
-    def transform(self, column: pd.Series) -> torch.Tensor: ...
-    def encoder(self) -> nn.Module: ...  # module with an `output_size` attribute
-
-
-class OutputType(FeatureType, Protocol):
-    """A data type that can also be predicted: head, loss, decoding and metrics."""
-
-    def head(self, input_size: int) -> nn.Module: ...
-    def target(self, column: pd.Series) -> torch.Tensor: ...
-    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
-    def decode(self, output: torch.Tensor) -> dict[str, Any]: ...
-    def metrics(self, target: torch.Tensor, output: torch.Tensor) -> dict[str, float]: ...
-
-
-# name -> module; each module defines `Options` (a pydantic model), `Feature` and `CAN_BE_OUTPUT` (and
-# `CAN_BE_INPUT = False` when it is only an output) and `READ_AS`: "number" when a file's column is read
+# name -> module; each module defines `Options` (a pydantic model), `Feature`, `CAN_BE_INPUT`, `CAN_BE_OUTPUT`,
+# `MAIN_METRIC` when it can be an output, and `READ_AS`: "number" when a file's column is read
 # as numbers, "string" when as text (see read_types).
 REGISTRY = {
     "number": number,
@@ -63,7 +36,7 @@ def output_types() -> list[str]:
 
 
 def input_types() -> list[str]:
-    return [name for name, module in REGISTRY.items() if getattr(module, "CAN_BE_INPUT", True)]
+    return [name for name, module in REGISTRY.items() if module.CAN_BE_INPUT]
 
 
 def read_types(config) -> dict[str, str]:
@@ -74,8 +47,8 @@ def read_types(config) -> dict[str, str]:
             for feature in [*config.inputs, *config.outputs]}
 
 
-def build(config: BaseModel, stats: dict[str, Any] | None = None) -> Any:
-    """Make the feature object for a validated feature config, optionally with saved stats."""
+def build(config: BaseModel, stats: dict[str, Any] | None = None) -> Feature:
+    """Make the feature object (a base.Feature) for a validated feature config, optionally with saved stats."""
     feature = REGISTRY[config.type].Feature(config)
     if stats is not None:
         feature.stats = stats

@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn import metrics as skm
 from torch import nn
 
+from lamina.features import attribution, base, plots
 from lamina.errors import ConfigError, DataError
+from lamina.features import classic
 from lamina.features import number
 from lamina.features.common import as_strings, missing_mask
 
@@ -25,7 +27,7 @@ CAN_BE_OUTPUT = True
 CAN_BE_INPUT = False
 READ_AS = "string"  # labels are text, as normal / 0 / benign were seen
 MAIN_METRIC = ("roc_auc", "max")
-UNLABELLED = "<unlabelled>"  # the cells of a label column the data does not have (see data.add_absent_labels)
+UNLABELLED = "<unlabelled>"  # the cells of a label column the data does not have (see Feature.absent_label)
 NORMAL_WORDS = {"normal", "0", "false", "no", "n", "f", "benign", "legitimate", "negative", "ok"}
 RECONSTRUCTED = ("number", "binary", "category")  # input types the decoder rebuilds
 
@@ -47,8 +49,6 @@ class Decoder(nn.Module):
     """Rebuilds each number / binary / category input from the last hidden layer; the score of a
     row is its mean reconstruction error over those inputs (squared error of the normalised number,
     cross-entropy of the binary or category value)."""
-
-    reads_inputs = True  # Network passes the input tensors
 
     def __init__(self, input_size: int, parts: list[tuple[str, str, dict, str]], decoder_size: int):
         super().__init__()
@@ -77,8 +77,8 @@ class Decoder(nn.Module):
                 columns.append(nn.functional.cross_entropy(piece, value, reduction="none"))
         return torch.stack(columns, dim=1)  # (B, inputs)
 
-    def forward(self, hidden: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:  # -> (B,)
-        return self.errors(hidden, inputs).mean(dim=1)
+    def forward(self, hidden: torch.Tensor, context) -> torch.Tensor:  # -> (B,)
+        return self.errors(hidden, context.inputs).mean(dim=1)
 
 
 def _normal_label(values: list[str], chosen: str | None, name: str) -> str:
@@ -131,7 +131,7 @@ def measure(truth: np.ndarray, scores: np.ndarray, false_positive_rate: float,
     return result
 
 
-class Feature:
+class Feature(base.OutputFeature):
     reads_inputs = True  # its head is built from the input features and reads their tensors
 
     def __init__(self, config):
@@ -153,7 +153,8 @@ class Feature:
         self.stats = {"labelled": True, "labels": [normal, others[0] if len(others) == 1 else "anomalous"],
                       "normal_rows": int((strings == normal).sum()), "anomalous_labels": others[:50]}
 
-    def head(self, input_size: int, inputs: list) -> nn.Module:
+    def head(self, trunk: base.Trunk) -> nn.Module:
+        inputs = trunk.inputs
         parts = [(feature.config.name, feature.config.type, feature.stats, getattr(feature.config, "normalize", ""))
                  for feature in inputs if feature.config.type in RECONSTRUCTED]
         if not parts:
@@ -161,7 +162,7 @@ class Feature:
             raise ConfigError(f"anomaly output '{self.config.name}' has no inputs to reconstruct: it rebuilds "
                               f"number, binary and category inputs, and the inputs are of type {kinds}; add such "
                               f"inputs")
-        return Decoder(input_size, parts, self.config.decoder_size)
+        return Decoder(trunk.size, parts, self.config.decoder_size)
 
     def target(self, column: pd.Series) -> torch.Tensor:
         """0 normal, 1 anomalous, NaN unlabelled."""
@@ -187,9 +188,25 @@ class Feature:
         that normal rows exist)."""
         return self.target(column).numpy() != 1
 
+    def absent_label(self) -> str:
+        """Labels are optional: without the column every row is unlabelled."""
+        return UNLABELLED
+
+    def stratifies(self) -> bool:
+        return True
+
     @property
     def threshold(self) -> float:
         return float(self.stats.get("threshold", np.inf))
+
+    def tunes(self) -> bool:
+        return True
+
+    def tunes_without_validation(self) -> bool:
+        return True  # a threshold is needed to decide; the training rows' scores are better than none
+
+    def tuned_setting(self) -> str:
+        return "the anomaly threshold"
 
     def tune(self, target: torch.Tensor | None, output: torch.Tensor | None) -> None:
         """After training: the threshold at the false-positive rate, on the normal validation rows."""
@@ -216,3 +233,79 @@ class Feature:
         chosen = threshold if threshold is not None else self.stats.get("threshold")
         return measure(target.numpy().astype(np.float64), output.detach().double().numpy(),
                        self.config.false_positive_rate, chosen)
+
+    # ---- classic baseline and comparison: an isolation forest ----
+    def classic_task(self) -> classic.Task:
+        if not self.stats.get("labelled"):
+            raise base.Unsupported(
+                f"output '{self.config.name}' is an anomaly score trained without labels: there are no labels to "
+                f"measure either model on; add the label column (normal rows and anomalies) to compare with an "
+                f"isolation forest")
+        return classic.Task("anomaly")
+
+    def classic_raw(self, scores: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(scores.astype(np.float64))  # both are scores: higher is more anomalous
+
+    def classic_threshold(self, truth: np.ndarray, scores: np.ndarray) -> float:
+        """The classic detector's own threshold: at the same false-positive rate on the normal rows."""
+        return threshold_at(scores[truth != 1], self.config.false_positive_rate)
+
+    def bootstrap_metric(self) -> tuple:
+        return (lambda raw: raw.double().numpy()), classic.roc_auc
+
+    # ---- explanation and report ----
+    def explained_score(self, label: int | None) -> str:
+        return (f"{self.config.name} score = mean reconstruction error of the rebuilt inputs; each input's share "
+                f"(threshold {self.stats.get('threshold', float('nan')):.4g})")
+
+    def explain_rows(self, model, frame: pd.DataFrame, method: str) -> dict:
+        """An anomaly score is the mean of the inputs' reconstruction errors, so each rebuilt input's
+        error / count is its exact share of the score: which values looked unlike the normal rows.
+        (Inputs that are not rebuilt, such as text or ids, shape the encoding but take no share.)"""
+        if method not in ("integrated_gradients", attribution.RECONSTRUCTION):
+            raise ConfigError(f"an anomaly score is explained by its reconstruction errors (method "
+                              f"{attribution.RECONSTRUCTION}); leave method out instead of '{method}'")
+        name, rows = self.config.name, []
+        network = model.network_.eval()
+        head = network.heads[[feature.config.name for feature in model.outputs_].index(name)]
+        for start in range(0, len(frame), 4096):  # no gradients: large chunks
+            part = frame.iloc[start:start + 4096]
+            inputs = {feature.config.name: feature.transform(part[feature.config.name]) for feature in model.inputs_}
+            with torch.no_grad():
+                errors = head.errors(network.encode(inputs)[0], inputs) / len(head.names)  # (B, rebuilt inputs)
+            decoded = self.decode(errors.sum(1))
+            for position, (row, shares) in enumerate(zip(part.index, errors.tolist())):
+                score = float(decoded[f"{name}_score"][position])
+                rows.append({"row": attribution.plain(row), "prediction": attribution.plain(decoded[name][position]),
+                             "output_value": score, "baseline_value": 0.0, "attribution_sum": float(sum(shares)),
+                             "delta": float(sum(shares)) - score, "scores": dict(zip(head.names, shares)),
+                             "tokens": {}, "heat_maps": {}, "steps": {},
+                             "values": {f.config.name: attribution.plain(part[f.config.name].iloc[position])
+                                        for f in model.inputs_ if f.config.name in head.names}})
+        return {"output": name, "method": attribution.RECONSTRUCTION, "complete": True,
+                "explained": self.explained_score(None),
+                "baselines": {input_name: "a perfect reconstruction (error 0)" for input_name in head.names},
+                "rows": rows}
+
+    def evaluation_data(self, rows: pd.DataFrame, predicted: pd.DataFrame, inputs: list) -> dict:
+        target, threshold = self.target(rows[self.config.name]).numpy(), self.threshold
+        return {"type": self.config.type, "labels": self.stats["labels"],
+                "truth": [None if np.isnan(value) else int(value) for value in target],
+                "score": plots.floats(predicted[f"{self.config.name}_score"]),
+                "threshold": float(threshold) if np.isfinite(threshold) else None}
+
+    def report_plots(self, data: dict) -> list[str]:
+        """Histograms of the scores (normal and anomalous rows apart when labelled) and the threshold."""
+        scores = np.array(data["score"], dtype=np.float64)
+        truth = np.array([np.nan if value is None else value for value in data["truth"]], dtype=np.float64)
+        figure, axes = plots.figure()
+        bins = np.histogram_bin_edges(np.log10(np.maximum(scores, 1e-6)), bins=40)
+        groups = [(data["labels"][0], truth == 0), (data["labels"][1], truth == 1), ("unlabelled", np.isnan(truth))]
+        for label, rows in groups:
+            if rows.any():
+                axes.hist(np.log10(np.maximum(scores[rows], 1e-6)), bins=bins, alpha=0.6, density=True, label=label)
+        if data["threshold"] is not None:
+            axes.axvline(np.log10(max(data["threshold"], 1e-6)), color="black", linestyle=":", label="threshold")
+        axes.set(xlabel="log10 anomaly score", ylabel="density", title="anomaly scores")
+        axes.legend()
+        return [plots.png(figure)]

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from dataclasses import dataclass, replace
 from functools import partial
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -22,17 +20,19 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from lamina.features import attribution, base
+from lamina.features import audio_requests
+from lamina.features.request import RequestField, Widget
 from lamina.errors import DataError
 from lamina.features.audio_encoders import Encoder, LogMel, resample
-from lamina.features.common import Unreadable, decode_cells, missing_mask, raise_if_missing
-
-if TYPE_CHECKING:
-    from lamina.data import LazyColumn
+from lamina.features import files
+from lamina.features.columns import LazyColumn
+from lamina.features.common import Unreadable, decode_cells, raise_if_missing
+from lamina.features.files import first_line
 
 CAN_BE_OUTPUT = False
+CAN_BE_INPUT = True
 READ_AS = "string"  # file paths are text, whatever pandas would guess
-CACHE_LIMIT = 512 * 2 ** 20  # cache: auto decodes a column up front when its waveforms fit in this many bytes
-STATS_SAMPLE = 2048  # the per-bin mean and std come from at most this many training clips (a seeded sample)
 FRAME_MS = 10  # silence trimming looks at the loudness of frames this long
 
 
@@ -146,8 +146,7 @@ def read_file(value: str | os.PathLike, root: str | None) -> tuple[np.ndarray, i
         import soundfile
     except ImportError:  # a missing package is not a bad file: never skipped
         raise ImportError("reading sound files needs soundfile: pip install 'lamina[audio]'") from None
-    path = Path(value).expanduser()
-    path = Path(root).expanduser() / path if root and not path.is_absolute() else path
+    path = files.resolve(value, root)
     if not path.is_file():
         where = "" if path.is_absolute() else (f" under root '{root}'" if root else
                                                 f" relative to '{os.getcwd()}'; set root: to the clips' folder")
@@ -155,8 +154,7 @@ def read_file(value: str | os.PathLike, root: str | None) -> tuple[np.ndarray, i
     try:
         samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
     except (RuntimeError, OSError, ValueError, TypeError, EOFError) as error:  # LibsndfileError is a RuntimeError
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise Unreadable(f"not a sound file soundfile can read (WAV, FLAC, OGG, ...): {reason}") from None
+        raise Unreadable(f"not a sound file soundfile can read (WAV, FLAC, OGG, ...): {first_line(error)}") from None
     return samples, int(rate)
 
 
@@ -230,11 +228,6 @@ def decode_all(items: list[tuple[Any, Any]], decoding: Decoding) -> tuple[list, 
     return decode_cells(items, decode_one, decoding)
 
 
-def problem_message(name: str, row: Any, value: Any, reason: str) -> str:
-    return (f"column '{name}' row {row}: cannot read {describe(value)} ({reason}); fix or remove it, "
-            f"or set on_error: skip to leave such rows out")
-
-
 def stack(waveforms: list, samples: int) -> torch.Tensor:
     """Waveforms -> (N, samples); empty cells are silence."""
     batch = np.zeros((len(waveforms), samples), dtype=np.float32)
@@ -244,21 +237,21 @@ def stack(waveforms: list, samples: int) -> torch.Tensor:
     return torch.from_numpy(batch)
 
 
-def decode_rows(decoding: Decoding, items: list[tuple[Any, Any]]) -> torch.Tensor:
-    """The decode function of a LazyColumn: (row, cell) pairs -> (N, samples)."""
-    waveforms, problems = decode_all(items, decoding)
-    if problems and decoding.on_error == "stop":
-        raise DataError(problem_message(decoding.name, *problems[0]))
-    return stack(waveforms, decoding.samples)
+def stack_clips(waveforms: list, decoding: Decoding) -> torch.Tensor:
+    return stack(waveforms, decoding.samples)  # (N, samples)
+
+
+CELLS = files.Cells("sound", describe, decode_one, stack_clips)  # a LazyColumn decodes (N, samples) with these
 
 
 # --- the feature -------------------------------------------------------------------------------
 
-class Feature:
+class Feature(base.Feature):
     def __init__(self, config):
         self.config = config
         self.stats: dict = {}
         self._noise: torch.Tensor | None = None  # the noise files, read by fit for training (not saved)
+        self._reader = files.Reader(CELLS)  # checks each file once
 
     def _decoding(self) -> Decoding:
         return decoding_of(self.config, self.config.name)
@@ -269,25 +262,15 @@ class Feature:
                       options.high_hz)
 
     def fit(self, column: pd.Series) -> None:
-        """Per-mel-bin mean and std of the training clips' log-mel spectrograms (a seeded sample of
-        at most STATS_SAMPLE clips), and the noise files for augmentation."""
+        """Per-mel-bin mean and std of the training clips' log-mel spectrograms (a seeded sample, see
+        files.sampled_batches), and the noise files for augmentation."""
         options = self.config
         if options.missing == "error":
             raise_if_missing(column, options.name)
-        present = column[~missing_mask(column)]
-        if present.empty:
-            raise DataError(f"column '{options.name}' has no clips in the training split; remove the feature "
-                            f"or fill the column")
-        count = min(len(present), STATS_SAMPLE)
-        positions = np.sort(np.random.default_rng(0).choice(len(present), count, replace=False))
-        items = list(zip(present.index[positions], present.iloc[positions]))
+        empty = f"column '{options.name}' has no clips in the training split; remove the feature or fill the column"
         log_mel, decoding = self._log_mel(), self._decoding()
         sums, squares, frames, clips = 0.0, 0.0, 0, 0
-        for start in range(0, len(items), 256):
-            waveforms, problems = decode_all(items[start:start + 256], decoding)
-            if problems and options.on_error == "stop":
-                raise DataError(problem_message(options.name, *problems[0]))
-            waveforms = [waveform for waveform in waveforms if waveform is not None]
+        for waveforms in files.sampled_batches(CELLS, column, decoding, empty):
             if not waveforms:
                 continue
             spectrograms = log_mel(stack(waveforms, decoding.samples)).double()  # (B, M, F)
@@ -321,46 +304,49 @@ class Feature:
                                 f"in augment.noise_files") from None
         return torch.from_numpy(np.concatenate(parts))
 
-    def _report(self, problems: list, total: int, consequence: str) -> None:
-        if not problems:
-            return
-        if self.config.on_error == "stop":
-            raise DataError(problem_message(self.config.name, *problems[0]))
-        listed = "; ".join(f"row {row} {describe(value)}: {reason}" for row, value, reason in problems[:3])
-        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
-        warnings.warn(f"column '{self.config.name}': {len(problems)} of {total} rows hold no readable sound "
-                      f"({listed}{more}); {consequence} (on_error: skip)", stacklevel=3)
-
     def bad_rows(self, column: pd.Series) -> np.ndarray:
-        """True for rows whose cell cannot be read, with on_error: skip (left out of training and
-        evaluation); with on_error: stop, none (reading them raises instead)."""
-        mask = np.zeros(len(column), dtype=bool)
-        if self.config.on_error == "skip":
-            _, problems = decode_all(list(zip(range(len(column)), column)), self._decoding())
-            mask[[position for position, _, _ in problems]] = True
-            labelled = [(column.index[position], value, reason) for position, value, reason in problems]
-            self._report(labelled, len(column), "these rows are left out")
-        return mask
+        """True for rows whose cell cannot be read, with on_error: skip (see files.Reader.bad_rows)."""
+        return self._reader.bad_rows(column, self._decoding())
 
     def transform(self, column: pd.Series) -> torch.Tensor | LazyColumn:
-        from lamina.data import LazyColumn  # here, not at the top: data -> config -> features -> audio
-
-        options = self.config
-        if options.missing == "error":
-            raise_if_missing(column, options.name)
-        items = list(zip(column.index, column))
+        """(N, samples) float32, decoded now or batch by batch (see files.Reader.transform)."""
         decoding = self._decoding()
-        if options.cache == "yes" or (options.cache == "auto" and len(items) * decoding.samples * 4 <= CACHE_LIMIT):
-            waveforms, problems = decode_all(items, decoding)
-            self._report(problems, len(items), "they are read as silence")
-            return stack(waveforms, decoding.samples)  # (N, samples)
-        if options.on_error == "stop":  # a bad file fails now, not in the middle of training
-            _, problems = decode_all(items, decoding)
-            self._report(problems, len(items), "")
-        return LazyColumn(items, partial(decode_rows, replace(decoding, on_error="skip")))
+        return self._reader.transform(column, self.config, decoding, decoding.samples * 4, "silence")
 
     def encoder(self) -> nn.Module:
         return Encoder(self.config, self.stats, self._noise)
+
+    # ---- classic baseline ----
+    def classic_encoder(self, style: str, seed: int) -> Any:
+        from lamina.features import classic
+
+        return classic.Numbers(self.config.name, style, classic_features, "summary statistics")
+
+    # ---- serving ----
+    def request_field(self) -> RequestField:
+        options = self.config  # a sound arrives as a file, read at the rate arrays are read at
+        return RequestField(
+            Any, "a sound file (WAV, FLAC, OGG), base64-encoded; or upload it with multipart/form-data",
+            audio_requests.silence(), Widget("file", accept="audio/*"), nullable=options.missing != "error",
+            read=partial(audio_requests.read, options.array_rate or options.sample_rate), file=True)
+
+    # ---- explanation: a heat map over the log-mel spectrogram ----
+    def attribution_point(self, encoder: nn.Module, values: torch.Tensor) -> attribution.Pixels:
+        """At the normalised log-mel spectrogram, whose zeros are the training mean."""
+        with torch.no_grad():
+            spectrogram = encoder.spectrogram(values)  # (B, 1, mels, frames)
+        return attribution.Pixels(self.config.name, spectrogram, torch.zeros_like(spectrogram),
+                                  encoder.from_spectrogram)
+
+    def baseline_description(self) -> str:
+        return "the training mean log-mel spectrogram (every mel bin at its training mean)"
+
+    def heat_map_background(self, encoder: nn.Module, value: Any) -> np.ndarray:
+        waveform = self.transform(pd.Series([value], dtype=object))[0:1]  # (1, samples)
+        with torch.no_grad():
+            pixels = encoder.eval().spectrogram(waveform)  # (1, 1, M, F), normalised
+        pixels = (pixels - pixels.min()) / (pixels.max() - pixels.min()).clamp_min(1e-6) * 255
+        return np.asarray(pixels[0]).transpose(1, 2, 0)  # (M, F, 1)
 
 
 def classic_features(column: pd.Series, name: str) -> np.ndarray:

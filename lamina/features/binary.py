@@ -17,11 +17,15 @@ from sklearn import metrics as skm
 from torch import nn
 
 from lamina import calibration
+from lamina.features import attribution, base, plots
+from lamina.features.request import RequestField, Widget, as_text
 from lamina.errors import DataError
-from lamina.features.common import (LinearHead, as_strings, class_weights, describe_cell, missing_mask,
-                                    raise_if_missing)
+from lamina.features import classic
+from lamina.features.common import (SAME_AS_TRAINING, Apply, LinearHead, as_strings, class_weights, describe_cell,
+                                    missing_mask, raise_if_missing, tensor_entry)
 
 CAN_BE_OUTPUT = True
+CAN_BE_INPUT = True
 READ_AS = "string"  # a file's column is read as text, as the two values were seen in training
 MAIN_METRIC = ("roc_auc", "max")
 TRUTHY = {"1", "true", "yes", "y", "t", "positive", "pos"}
@@ -103,7 +107,7 @@ class Encoder(nn.Module):
         return torch.stack(columns, dim=1)
 
 
-class Feature:
+class Feature(base.OutputFeature):
     def __init__(self, config):
         self.config = config
         self.stats: dict = {}
@@ -161,13 +165,13 @@ class Feature:
     def encoder(self) -> nn.Module:
         return Encoder(self.stats)
 
-    def head(self, input_size: int) -> nn.Module:
+    def head(self, trunk: base.Trunk) -> nn.Module:
         seen = [label for label, count in zip(self.stats["labels"], self.stats["counts"]) if count]
         if len(seen) < 2:
             raise DataError(f"output '{self.config.name}': the training split holds only the label {seen[0]!r}, "
                             f"so there is nothing to learn; give the training rows both labels (check the split "
                             f"column or the data)")
-        return LinearHead(input_size)  # (B,) logits
+        return LinearHead(trunk.size)  # (B,) logits
 
     def target(self, column: pd.Series) -> torch.Tensor:
         encoded = self._encode(column)
@@ -193,6 +197,12 @@ class Feature:
         true_class = probability * target + (1 - probability) * (1 - target)  # the probability of the truth
         return (losses * (1 - true_class) ** self.config.focal_gamma).mean()
 
+    def stratifies(self) -> bool:
+        return True
+
+    def resampling(self) -> tuple[str, float] | None:
+        return (self.config.sampling, self.config.sampling_ratio) if self.config.sampling else None
+
     @property
     def threshold(self) -> float:
         """The decision threshold: the configured number, or the one tuned on validation rows."""
@@ -215,7 +225,6 @@ class Feature:
         options = self.config
         return options.threshold == "f1" or any(getattr(options, rule) is not None for rule in THRESHOLD_RULES[1:])
 
-    @property
     def tunes(self) -> bool:
         """Whether something is chosen on the validation rows after training."""
         return self.config.calibration is not None or self.chooses_threshold
@@ -271,6 +280,111 @@ class Feature:
         result |= {"true_positives": positives, "false_positives": false_positives,
                    "false_negatives": false_negatives, "true_negatives": negatives}  # at the threshold
         return {key: float(value) for key, value in result.items()}
+
+    # ---- classic baseline and comparison ----
+    def classic_encoder(self, style: str, seed: int) -> classic.Codes:
+        return classic.Codes(self.config.name, style,
+                             "native categorical code" if style == classic.TREE else "one-hot")
+
+    def classic_task(self) -> classic.Task:
+        return classic.Task("classify", len(self.stats["labels"]))
+
+    def classic_raw(self, scores: np.ndarray) -> torch.Tensor:
+        return classic.logits(scores[:, 1], self.temperature)  # the output divides by it: undo, so p stays p
+
+    def bootstrap_metric(self) -> tuple:
+        return (lambda raw: torch.sigmoid(raw).double().numpy()), classic.roc_auc
+
+    # ---- serving ----
+    def request_field(self) -> RequestField:
+        labels = self.stats["labels"]
+        example = labels[int(np.argmax(self.stats["counts"]))]
+        return RequestField(str, f"one of {labels[0]!r} or {labels[1]!r}", example, Widget("select", example, labels),
+                            nullable=self.config.missing != "error", read=self._requested, shown=str | bool | int)
+
+    def _requested(self, value):
+        """A value sent to a served model -> the label as a string (JSON true or 1 -> 'True', '1')."""
+        labels, value = self.stats["labels"], as_text(value)
+        # training saw only the positive value (an anomaly model's normal rows): any other is 'not positive',
+        # as Model.predict reads it
+        if isinstance(value, str) and value.strip() not in labels and self.stats["counts"][0]:
+            raise ValueError(f"{value!r} is not one of the two values seen in training ({labels[0]!r}, {labels[1]!r})")
+        return value
+
+    def served_metadata(self) -> dict:
+        return {"values": self.stats["labels"]}
+
+    # ---- export: calibration (the temperature) runs inside the graph ----
+    def export_entry(self) -> dict:
+        return {"tensor": tensor_entry(self.config.name, "float32", ["rows"]),
+                "preprocess": {"labels": self.stats["labels"], "value": "0.0 for labels[0], 1.0 for labels[1], NaN "
+                               "where missing or another value", "compare": SAME_AS_TRAINING}}
+
+    def export_examples(self) -> list:
+        labels = list(self.stats["labels"][:2])
+        return labels * (2 // len(labels))
+
+    def export_output(self) -> nn.Module:
+        return Apply(self.probability)  # (B,) logits -> (B,) calibrated probabilities of labels[1]
+
+    def export_output_entry(self) -> dict:
+        return {"tensor": tensor_entry(f"{self.config.name}_probability", "float32", ["rows"]),
+                "labels": self.stats["labels"], "threshold": self.threshold, "temperature": self.temperature,
+                "read": "the (calibrated: the graph divides the logit by temperature) probability of labels[1]; "
+                        "predict labels[1] when it is at least threshold"}
+
+    # ---- explanation and report ----
+    def attribution_point(self, encoder: nn.Module, values: torch.Tensor) -> attribution.Point:
+        halfway = torch.full((len(values),), 0.5)  # encoded as 0.5 * 2 - 1 = 0
+        return attribution.Point.at_output(self.config.name, encoder, values, halfway)
+
+    def baseline_description(self) -> str:
+        return "halfway between the two values (0 on the ±1 scale)"
+
+    def explained_score(self, label: int | None) -> str:
+        stats = self.stats
+        scaled = f"logit / {stats['temperature']:.4g}" if stats.get("temperature", 1.0) != 1.0 else "logit"
+        return f"logit (log-odds) of {self.config.name} = {stats['labels'][1]!r}; probability = sigmoid({scaled})"
+
+    def evaluation_data(self, rows: pd.DataFrame, predicted: pd.DataFrame, inputs: list) -> dict:
+        name, labels = self.config.name, self.stats["labels"]
+        return {"type": self.config.type, "labels": labels,
+                "truth": [int(value) for value in (as_strings(rows[name]) == labels[1])],
+                "probability": plots.floats(predicted[f"{name}_probability"]), "threshold": float(self.threshold)}
+
+    def report_plots(self, data: dict) -> list[str]:
+        return report_plots(data)
+
+
+def report_plots(data: dict) -> list[str]:
+    """The confusion matrix at the threshold; with both labels among the rows also the ROC and
+    precision-recall curves and the calibration of the probabilities."""
+    from sklearn.calibration import calibration_curve
+
+    truth, probability = np.array(data["truth"]), np.array(data["probability"])
+    drawn = [plots.confusion(truth, (probability >= data["threshold"]).astype(int), data["labels"])]
+    if len(np.unique(truth)) == 2:
+        figure, axes = plots.figure()
+        false_positive, true_positive, _ = skm.roc_curve(truth, probability)
+        axes.plot(false_positive, true_positive)
+        axes.plot([0, 1], [0, 1], color="grey", linestyle=":")
+        axes.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve")
+        drawn.append(plots.png(figure))
+        figure, axes = plots.figure()
+        precision, recall, _ = skm.precision_recall_curve(truth, probability)
+        axes.plot(recall, precision)
+        axes.axhline(truth.mean(), color="grey", linestyle=":", label="always positive")
+        axes.set(xlabel="recall", ylabel="precision", title="precision-recall curve")
+        axes.legend()
+        drawn.append(plots.png(figure))
+        figure, axes = plots.figure()
+        observed, predicted = calibration_curve(truth, probability, n_bins=10, strategy="quantile")
+        axes.plot(predicted, observed, marker="o")
+        axes.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+        axes.set(xlabel="predicted probability", ylabel="observed frequency", title="calibration")
+        axes.legend()
+        drawn.append(plots.png(figure))
+    return drawn
 
 
 def recall_at_precision(truth: np.ndarray, probability: np.ndarray, precision_wanted: float) -> float:

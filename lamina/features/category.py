@@ -18,11 +18,15 @@ from sklearn.preprocessing import label_binarize
 from torch import nn
 
 from lamina import calibration
+from lamina.features import attribution, base, plots
+from lamina.features.request import RequestField, Widget, as_text
 from lamina.errors import DataError
-from lamina.features.common import (MISSING, UNKNOWN, LinearHead, as_strings, class_weights, missing_mask,
-                                    raise_if_missing)
+from lamina.features import classic
+from lamina.features.common import (MISSING, SAME_AS_TRAINING, UNKNOWN, Apply, LinearHead, as_strings, class_weights,
+                                    missing_mask, raise_if_missing, tensor_entry)
 
 CAN_BE_OUTPUT = True
+CAN_BE_INPUT = True
 READ_AS = "string"  # a file's column is read as text: the code "007" is not the number 7
 MAIN_METRIC = ("accuracy", "max")
 
@@ -70,7 +74,7 @@ class Encoder(nn.Module):
         return self.embedding(x)
 
 
-class Feature:
+class Feature(base.OutputFeature):
     def __init__(self, config):
         self.config = config
         self.stats: dict = {}
@@ -111,12 +115,12 @@ class Feature:
         size = self.config.embedding_size or min(64, round(1.6 * len(self.stats["vocabulary"]) ** 0.56))
         return Encoder(len(self.stats["vocabulary"]), size)
 
-    def head(self, input_size: int) -> nn.Module:
+    def head(self, trunk: base.Trunk) -> nn.Module:
         if len(self.stats["labels"]) < 2:
             raise DataError(f"output '{self.config.name}': the training split holds only the label "
                             f"{self.stats['labels'][0]!r}, so there is nothing to learn; give the training rows "
                             f"at least two labels (check the split column or the data)")
-        return LinearHead(input_size, len(self.stats["labels"]))  # (B, K) logits
+        return LinearHead(trunk.size, len(self.stats["labels"]))  # (B, K) logits
 
     def target(self, column: pd.Series) -> torch.Tensor:
         labels = self.stats["labels"]
@@ -142,6 +146,12 @@ class Feature:
         true_class = torch.softmax(output, dim=1).gather(1, target.unsqueeze(1)).squeeze(1)
         return (losses * (1 - true_class) ** self.config.focal_gamma).mean()
 
+    def stratifies(self) -> bool:
+        return True
+
+    def resampling(self) -> tuple[str, float] | None:
+        return (self.config.sampling, self.config.sampling_ratio) if self.config.sampling else None
+
     @property
     def temperature(self) -> float:
         """Logits are divided by this before the softmax: 1 unless calibration fitted one."""
@@ -152,7 +162,6 @@ class Feature:
         output = output.detach()
         return torch.softmax(output / self.temperature if self.temperature != 1.0 else output, dim=1)
 
-    @property
     def tunes(self) -> bool:
         """Whether something is chosen on the validation rows after training."""
         return self.config.calibration is not None
@@ -199,3 +208,90 @@ class Feature:
             result["pr_auc"] = np.mean([skm.average_precision_score(onehot[:, k], probabilities[:, k])
                                         for k in present])
         return {key: float(value) for key, value in result.items()}
+
+    # ---- classic baseline and comparison ----
+    def classic_encoder(self, style: str, seed: int) -> classic.Codes:
+        return classic.Codes(self.config.name, style,
+                             "native categorical codes" if style == classic.TREE else "one-hot")
+
+    def classic_task(self) -> classic.Task:
+        return classic.Task("classify", len(self.stats["labels"]))
+
+    def classic_raw(self, scores: np.ndarray) -> torch.Tensor:
+        return classic.log_probabilities(scores, self.temperature)  # the output divides by it: undo, so p stays p
+
+    def bootstrap_metric(self) -> tuple:
+        return (lambda raw: raw.argmax(dim=1).numpy()), classic.accuracy
+
+    # ---- serving ----
+    def _known(self) -> list[str]:
+        """The values seen in training, most frequent first (no special tokens)."""
+        return [value for value in self.stats["vocabulary"] if value not in (UNKNOWN, MISSING)]
+
+    def request_field(self) -> RequestField:
+        known = self._known()
+        about = f"one of the {len(known)} values seen in training (others count as unknown): " + \
+            ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+        example = (known or [None])[0]
+        return RequestField(str, about, example, Widget("select", example, known),
+                            nullable=self.config.missing != "error", read=as_text, shown=str | int | float | bool)
+
+    def served_metadata(self) -> dict:
+        return {"values": self._known()}
+
+    # ---- export: calibration (the temperature) runs inside the graph ----
+    def export_entry(self) -> dict:
+        vocabulary, labels = self.stats["vocabulary"], self.stats["labels"]
+        missing = vocabulary.index(MISSING) if self.config.missing == "category" else \
+            (vocabulary.index(labels[0]) if labels[0] in vocabulary else 0)
+        return {"tensor": tensor_entry(self.config.name, "int64", ["rows"]),
+                "preprocess": {"vocabulary": vocabulary, "value": "the position of the value in vocabulary",
+                               "unknown_index": 0, "missing_index": missing, "compare": SAME_AS_TRAINING}}
+
+    def export_examples(self) -> list:
+        labels = list(self.stats["labels"][:2])
+        return labels * (2 // len(labels))
+
+    def export_output(self) -> nn.Module:
+        return Apply(self.probabilities)  # (B, K) logits -> (B, K) calibrated probabilities
+
+    def export_output_entry(self) -> dict:
+        labels = self.stats["labels"]
+        return {"tensor": tensor_entry(f"{self.config.name}_probabilities", "float32", ["rows", len(labels)]),
+                "labels": labels, "temperature": self.temperature,
+                "read": "one (calibrated) probability per label; predict the largest"}
+
+    # ---- explanation and report ----
+    def attribution_point(self, encoder: nn.Module, values: torch.Tensor) -> attribution.Point:
+        unknown = torch.zeros(len(values), dtype=torch.long)
+        return attribution.Point.at_output(self.config.name, encoder, values, unknown)
+
+    def baseline_description(self) -> str:
+        return "the unknown value (its embedding: zeros)"
+
+    def explained_score(self, label: int | None) -> str:
+        return attribution.logit_of(self.config.name, self.stats["labels"], label)
+
+    def explained_labels(self) -> list:
+        return self.stats["labels"]
+
+    def evaluation_data(self, rows: pd.DataFrame, predicted: pd.DataFrame, inputs: list) -> dict:
+        name, labels = self.config.name, self.stats["labels"]
+        index = {label: position for position, label in enumerate(labels)}
+        return {"type": self.config.type, "labels": labels,
+                "truth": [index.get(value, -1) for value in as_strings(rows[name])],
+                "predicted": [index[value] for value in predicted[name]],
+                "probabilities": [plots.floats(predicted[f"{name}_probability_{label}"]) for label in labels]
+                if len(labels) <= 20 else None}
+
+    def report_plots(self, data: dict) -> list[str]:
+        """The confusion matrix (of the 20 most frequent true classes when there are more)."""
+        truth, predicted, labels = np.array(data["truth"]), np.array(data["predicted"]), data["labels"]
+        known = truth >= 0
+        if len(labels) > 20:
+            keep = pd.Series(truth[known]).value_counts().index[:20].to_numpy()
+            mask = np.isin(truth, keep) & np.isin(predicted, keep)
+            remap = {old: new for new, old in enumerate(keep)}
+            return [plots.confusion(np.array([remap[t] for t in truth[mask]]),
+                                    np.array([remap[p] for p in predicted[mask]]), [labels[k] for k in keep])]
+        return [plots.confusion(truth[known], predicted[known], labels)]

@@ -135,7 +135,7 @@ class LinearHead(nn.Module):
         self.squeeze = width is None
         self.linear = nn.Linear(input_size, width or 1)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, H) -> (B, width) or (B,)
+    def forward(self, hidden: torch.Tensor, context=None) -> torch.Tensor:  # (B, H) -> (B, width) or (B,)
         output = self.linear(hidden)
         return output.squeeze(1) if self.squeeze else output
 
@@ -168,3 +168,23 @@ def decode_cells(items: list[tuple[Any, Any]], decode, *arguments) -> tuple[list
                 problems.append((row, value, str(error)))
         values.append(decoded)
     return values, problems
+
+
+# ---- export: the pieces several types' preprocessing.json entries share ----
+SAME_AS_TRAINING = "values compared as stripped strings; whole numbers written without '.0'"
+
+
+def tensor_entry(name: str, dtype: str, shape: list) -> dict:
+    """A tensor of an exported graph, as preprocessing.json names it."""
+    return {"name": name, "dtype": dtype, "shape": shape}
+
+
+class Apply(nn.Module):
+    """A function of one tensor as a module: the last step of an exported output (a sigmoid, a softmax)."""
+
+    def __init__(self, function):
+        super().__init__()
+        self.function = function
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.function(x)

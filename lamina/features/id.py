@@ -12,10 +12,14 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from lamina.features import attribution, base
+from lamina.features.request import RequestField, Widget, as_text
 from lamina.errors import DataError
+from lamina.features import classic
 from lamina.features.common import as_strings, missing_mask, raise_if_missing
 
 CAN_BE_OUTPUT = False
+CAN_BE_INPUT = True
 READ_AS = "string"  # a file's column is read as text: the id "007" is not the number 7
 MISSING_ROW = 0  # embedding rows: 0 missing, 1..V the kept ids, then the hash buckets
 
@@ -48,7 +52,7 @@ class Encoder(nn.Module):
         return self.embedding(x)
 
 
-class Feature:
+class Feature(base.Feature):
     def __init__(self, config):
         self.config = config
         self.stats: dict = {}
@@ -82,3 +86,25 @@ class Feature:
 
     def encoder(self) -> nn.Module:
         return Encoder(1 + len(self.stats["ids"]) + self.config.hash_buckets, self.config.embedding_size)
+
+    # ---- classic baseline ----
+    def classic_encoder(self, style: str, seed: int) -> classic.Codes:
+        """The most frequent ids as codes, the rest as unseen."""
+        return classic.Codes(self.config.name, style, "native categorical codes (most frequent ids)"
+                             if style == classic.TREE else "one-hot (most frequent ids)")
+
+    # ---- serving ----
+    def request_field(self) -> RequestField:
+        example = (self.stats["ids"] or ["new"])[0]
+        return RequestField(
+            str, f"an id; {len(self.stats['ids'])} ids have their own vector, others (new ones too) share hash buckets",
+            example, Widget("textarea", example), nullable=self.config.missing != "error", read=as_text,
+            shown=str | int)
+
+    # ---- explanation ----
+    def attribution_point(self, encoder: nn.Module, values: torch.Tensor) -> attribution.Point:
+        missing = torch.full((len(values),), MISSING_ROW, dtype=torch.long)  # the vector of a missing id
+        return attribution.Point.at_output(self.config.name, encoder, values, missing)
+
+    def baseline_description(self) -> str:
+        return "the vector of a missing id"

@@ -8,12 +8,11 @@ decoded once up front; larger ones become a `LazyColumn` read batch by batch in 
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -22,18 +21,21 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from torch import nn
 
+from lamina.features import attribution, base
+from lamina.features import image_requests
+from lamina.features.request import RequestField, Widget
 from lamina.errors import DataError
-from lamina.features.common import (Unreadable, decode_cells, describe_cell, is_missing_cell, missing_mask,
-                                    raise_if_missing)
+from lamina.features import classic
+from lamina.features import files
+from lamina.features.columns import LazyColumn
+from lamina.features.common import Unreadable, decode_cells, describe_cell, tensor_entry
+from lamina.features.files import first_line
+from lamina.features.image_dicom import looks_like_dicom, read_dicom, to_uint8
 from lamina.features.image_encoders import Encoder, read_weights
 
-if TYPE_CHECKING:
-    from lamina.data import LazyColumn
-
 CAN_BE_OUTPUT = False
+CAN_BE_INPUT = True
 READ_AS = "string"  # file paths are text, whatever pandas would guess
-CACHE_LIMIT = 512 * 2 ** 20  # cache: auto decodes a column up front when its pixels fit in this many bytes
-STATS_SAMPLE = 2048  # mean and std come from at most this many training images (a seeded sample)
 GREY = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, the weights Pillow's convert("L") uses
 
 
@@ -117,71 +119,11 @@ def describe(value: Any) -> str:
     return describe_cell(value)  # a path whole, an array's shape, an in-memory file by its size
 
 
-def resolve(value: str | os.PathLike, root: str | None) -> Path:
-    path = Path(value).expanduser()
-    return Path(root).expanduser() / path if root and not path.is_absolute() else path
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
-
-
-def _to_uint8(pixels: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Linear map of [low, high] onto 0..255, clipped (the DICOM window; min-max when not given)."""
-    if high <= low:
-        return np.zeros(pixels.shape, dtype=np.uint8)
-    return np.round(np.clip((pixels - low) / (high - low), 0.0, 1.0) * 255).astype(np.uint8)
-
-
-def _first_number(value: Any) -> float | None:
-    if value is None or value == "":
-        return None
-    try:
-        # pydicom gives several windows (a MultiValue) for some scans: the first is the default
-        return float(value[0] if isinstance(value, Sequence) and not isinstance(value, str) else value)
-    except (TypeError, ValueError, IndexError):
-        return None
-
-
-def read_dicom(path: Path, decoding: Decoding) -> np.ndarray:
-    """A DICOM image as uint8: rescale slope/intercept applied, then the file's window, else the
-    configured one, else the pixels' own min-max. MONOCHROME1 (white = low) is inverted."""
-    try:
-        import pydicom
-        from pydicom.errors import InvalidDicomError
-    except ImportError:  # a missing package is not a bad file: never skipped
-        raise ImportError("reading DICOM files needs pydicom: pip install 'lamina[medical]'") from None
-    try:
-        dataset = pydicom.dcmread(path, force=True)
-        pixels = dataset.pixel_array
-    except (InvalidDicomError, OSError, ValueError, AttributeError, KeyError, TypeError, EOFError,
-            NotImplementedError, RuntimeError) as error:
-        raise Unreadable(f"cannot decode the DICOM file: {_first_line(error)}") from None
-    frames = int(_first_number(dataset.get("NumberOfFrames")) or 1)
-    if frames > 1:
-        raise Unreadable(f"a DICOM file of {frames} frames; lamina reads one image per cell: save each frame apart")
-    if pixels.ndim == 3:  # colour (RGB after pydicom's conversion): the window is for grey pixels
-        return pixels if pixels.dtype == np.uint8 else _to_uint8(pixels, float(pixels.min()), float(pixels.max()))
-    slope = _first_number(dataset.get("RescaleSlope"))
-    intercept = _first_number(dataset.get("RescaleIntercept"))
-    values = pixels.astype(np.float64) * (1.0 if slope is None else slope) + (intercept or 0.0)
-    center = _first_number(dataset.get("WindowCenter"))
-    width = _first_number(dataset.get("WindowWidth"))
-    if center is None or not width:
-        center, width = decoding.window
-    if center is None or not width:
-        grey = _to_uint8(values, float(values.min()), float(values.max()))
-    else:
-        grey = _to_uint8(values, center - width / 2, center + width / 2)
-    return 255 - grey if str(dataset.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1" else grey
-
-
 def _from_pillow(image: Image.Image, decoding: Decoding) -> np.ndarray:
     """A decoded Pillow image -> (H, W, C) uint8 at the configured size and channels."""
     if image.mode in ("I", "F") or image.mode.startswith("I;"):  # 16-bit or float: min-max onto 0..255
         pixels = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray(_to_uint8(pixels, float(pixels.min()), float(pixels.max())))
+        image = Image.fromarray(to_uint8(pixels, float(pixels.min()), float(pixels.max())))
     image = image.convert("L" if decoding.channels == 1 else "RGB")
     height, width = decoding.size
     if image.size != (width, height):
@@ -189,28 +131,23 @@ def _from_pillow(image: Image.Image, decoding: Decoding) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).reshape(height, width, decoding.channels)
 
 
-def _looks_like_dicom(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(132)[128:] == b"DICM"
-
-
 def read_file(path: Path, decoding: Decoding) -> np.ndarray:
     if path.suffix.lower() in (".dcm", ".dicom"):
-        return _from_pillow(Image.fromarray(read_dicom(path, decoding)), decoding)
+        return _from_pillow(Image.fromarray(read_dicom(path, decoding.window)), decoding)
     try:
         image = Image.open(path)
     except UnidentifiedImageError:
-        if _looks_like_dicom(path):
-            return _from_pillow(Image.fromarray(read_dicom(path, decoding)), decoding)
+        if looks_like_dicom(path):
+            return _from_pillow(Image.fromarray(read_dicom(path, decoding.window)), decoding)
         raise Unreadable("not an image file Pillow can read (PNG, JPEG, BMP, TIFF, ...) nor DICOM") from None
     except (OSError, Image.DecompressionBombError) as error:  # unreadable (permissions), or absurdly large
-        raise Unreadable(_first_line(error)) from None
+        raise Unreadable(first_line(error)) from None
     with image:
         try:
             image.load()  # decodes every pixel: a truncated file fails here, not in the middle of training
             upright = ImageOps.exif_transpose(image)  # photos taken with the camera turned
         except (OSError, SyntaxError, ValueError, EOFError) as error:
-            raise Unreadable(f"damaged or truncated {image.format or 'image'} file: {_first_line(error)}") from None
+            raise Unreadable(f"damaged or truncated {image.format or 'image'} file: {first_line(error)}") from None
         return _from_pillow(upright, decoding)
 
 
@@ -253,7 +190,7 @@ def decode_one(value: Any, decoding: Decoding) -> np.ndarray:
         return _from_pillow(value, decoding)
     if not isinstance(value, (str, os.PathLike)):
         return from_array(value, decoding)
-    path = resolve(value, decoding.root)
+    path = files.resolve(value, decoding.root)
     if not path.is_file():
         if path.is_dir():
             raise Unreadable(f"'{path}' is a folder, not an image file")
@@ -268,11 +205,6 @@ def decode_one(value: Any, decoding: Decoding) -> np.ndarray:
 def decode_all(items: list[tuple[Any, Any]], decoding: Decoding) -> tuple[list, list[tuple[Any, Any, str]]]:
     """Images (None for an empty or unreadable cell) and the problems as (row, value, reason)."""
     return decode_cells(items, decode_one, decoding)
-
-
-def problem_message(name: str, row: Any, value: Any, reason: str) -> str:
-    return (f"column '{name}' row {row}: cannot read {describe(value)} ({reason}); fix or remove it, "
-            f"or set on_error: skip to leave such rows out")
 
 
 def stack(images: list, decoding: Decoding) -> torch.Tensor:
@@ -291,12 +223,17 @@ def stack(images: list, decoding: Decoding) -> torch.Tensor:
     return torch.from_numpy(batch)
 
 
-def decode_rows(decoding: Decoding, items: list[tuple[Any, Any]]) -> torch.Tensor:
-    """The decode function of a LazyColumn: (row, cell) pairs -> (N, C, H, W)."""
-    images, problems = decode_all(items, decoding)
-    if problems and decoding.on_error == "stop":
-        raise DataError(problem_message(decoding.name, *problems[0]))
-    return stack(images, decoding)
+CELLS = files.Cells("image", describe, decode_one, stack)  # a LazyColumn decodes (N, C, H, W) with these
+
+
+def grey_pixels(column: pd.Series, decoding: Decoding) -> tuple[np.ndarray, np.ndarray]:
+    """For the classic baseline: each cell's flat pixels (zeros where unreadable) and whether it was read."""
+    images, _ = decode_all(list(zip(column.index, column)), decoding)
+    present = np.array([picture is not None for picture in images], dtype=bool)
+    flat = np.zeros((len(images), decoding.size[0] * decoding.size[1] * decoding.channels))
+    for position in np.flatnonzero(present):
+        flat[position] = images[position].reshape(-1)
+    return flat, present
 
 
 # --- defaults that fit the data (a folder trained with no config) -----------------------------
@@ -337,12 +274,12 @@ def infer_options(paths: Sequence[str]) -> dict:
 
 # --- the feature -------------------------------------------------------------------------------
 
-class Feature:
+class Feature(base.Feature):
     def __init__(self, config):
         self.config = config
         self.stats: dict = {}
         self._weights: dict[str, torch.Tensor] | None = None  # from `weights:`, read by fit (not saved)
-        self._verdicts: dict[str, str | None] = {}  # file -> why it is unreadable (None: fine), checked once
+        self._reader = files.Reader(CELLS)  # checks each file once
 
     def _decoding(self) -> Decoding:
         options = self.config
@@ -351,21 +288,12 @@ class Feature:
                         tuple(self.stats.get("mean", ())))
 
     def fit(self, column: pd.Series) -> None:
-        """Per-channel mean and std of the training images (a seeded sample of at most STATS_SAMPLE)."""
+        """Per-channel mean and std of the training images (a seeded sample, see files.sampled_batches)."""
         options = self.config
-        present = column[~missing_mask(column)]
-        if present.empty:
-            raise DataError(f"column '{options.name}' has no values in the training split; "
-                            f"remove the feature or fill the column")
-        count = min(len(present), STATS_SAMPLE)
-        positions = np.sort(np.random.default_rng(0).choice(len(present), count, replace=False))
-        items = list(zip(present.index[positions], present.iloc[positions]))
+        empty = f"column '{options.name}' has no values in the training split; remove the feature or fill the column"
         sums, squares, pixels, images = np.zeros(options.channels), np.zeros(options.channels), 0, 0
-        for start in range(0, len(items), 256):
-            decoded, problems = decode_all(items[start:start + 256], self._decoding())
-            if problems and options.on_error == "stop":
-                raise DataError(problem_message(options.name, *problems[0]))
-            for image in (image for image in decoded if image is not None):
+        for batch in files.sampled_batches(CELLS, column, self._decoding(), empty):
+            for image in batch:
                 values = image.reshape(-1, options.channels).astype(np.float64)  # (H * W, C)
                 sums, squares = sums + values.sum(axis=0), squares + (values ** 2).sum(axis=0)
                 pixels, images = pixels + len(values), images + 1
@@ -380,69 +308,60 @@ class Feature:
         if options.weights:  # read and checked now, so a bad file fails before training starts
             self._weights = read_weights(options.weights, Encoder(options, self.stats), options.name)
 
-    def _check(self, items: list[tuple[Any, Any]]) -> list[tuple[Any, Any, str]]:
-        """Problems of the cells, decoding each file once per feature (lazily read columns are
-        checked up front, so a bad file fails now rather than in the middle of training)."""
-        decoding, problems = self._decoding(), []
-        for row, value in items:
-            if is_missing_cell(value):
-                continue
-            key = str(resolve(value, decoding.root)) if isinstance(value, (str, os.PathLike)) else None
-            if key is None or key not in self._verdicts:
-                try:
-                    decode_one(value, decoding)
-                    reason = None
-                except Unreadable as error:
-                    reason = str(error)
-                if key is not None:
-                    self._verdicts[key] = reason
-            else:
-                reason = self._verdicts[key]
-            if reason:
-                problems.append((row, value, reason))
-        return problems
-
-    def _report(self, problems: list, total: int, consequence: str) -> None:
-        if not problems:
-            return
-        if self.config.on_error == "stop":
-            raise DataError(problem_message(self.config.name, *problems[0]))
-        listed = "; ".join(f"row {row} {describe(value)}: {reason}" for row, value, reason in problems[:3])
-        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
-        warnings.warn(f"column '{self.config.name}': {len(problems)} of {total} rows hold no readable image "
-                      f"({listed}{more}); {consequence} (on_error: skip)", stacklevel=3)
-
     def bad_rows(self, column: pd.Series) -> np.ndarray:
-        """True for rows whose cell cannot be read, with on_error: skip (the rows are then left out
-        of training and evaluation); with on_error: stop, none (reading them raises instead)."""
-        mask = np.zeros(len(column), dtype=bool)
-        if self.config.on_error == "skip":
-            problems = self._check(list(zip(range(len(column)), column)))
-            mask[[position for position, _, _ in problems]] = True
-            labelled = [(column.index[position], value, reason) for position, value, reason in problems]
-            self._report(labelled, len(column), "these rows are left out")
-        return mask
+        """True for rows whose cell cannot be read, with on_error: skip (see files.Reader.bad_rows)."""
+        return self._reader.bad_rows(column, self._decoding())
 
     def transform(self, column: pd.Series) -> torch.Tensor | LazyColumn:
-        from lamina.data import LazyColumn  # here, not at the top: data -> config -> features -> image
-
-        options = self.config
-        if options.missing == "error":
-            raise_if_missing(column, options.name)
-        items = list(zip(column.index, column))
-        decoding = self._decoding()
-        consequence = "they are read as a plain image of the training mean colour"
-        height, width = decoding.size
-        decoded_bytes = len(items) * options.channels * height * width
-        if options.cache == "yes" or (options.cache == "auto" and decoded_bytes <= CACHE_LIMIT):
-            images, problems = decode_all(items, decoding)
-            self._report(problems, len(items), consequence)
-            return stack(images, decoding)  # (N, C, H, W)
-        self._report(self._check(items), len(items), consequence)
-        return LazyColumn(items, partial(decode_rows, decoding))
+        """(N, C, H, W) uint8 or float32, decoded now or batch by batch (see files.Reader.transform)."""
+        (height, width), channels = self.config.size, self.config.channels
+        return self._reader.transform(column, self.config, self._decoding(), channels * height * width,
+                                      "a plain image of the training mean colour")
 
     def encoder(self) -> nn.Module:
         encoder = Encoder(self.config, self.stats)
         if self._weights is not None:
             encoder.load_state_dict(self._weights, strict=False)  # keys checked by read_weights
         return encoder
+
+    # ---- classic baseline ----
+    def classic_encoder(self, style: str, seed: int) -> classic.Pixels:
+        """Each image shrunk to 16x16 grey pixels; missing or unreadable ones take the mean image."""
+        options = self.config
+        decoding = Decoding(options.name, classic.PIXELS, 1, options.root,
+                            (options.window_center, options.window_width), "skip")
+        return classic.Pixels(options.name, partial(grey_pixels, decoding=decoding),
+                              f"{classic.PIXELS[0]}x{classic.PIXELS[1]} grey pixels")
+
+    # ---- serving ----
+    def request_field(self) -> RequestField:
+        return RequestField(
+            Any, "an image file (PNG, JPEG, ...), base64-encoded; or upload it with multipart/form-data",
+            image_requests.plain_image(self.stats.get("mean", [128] * self.config.channels)),
+            Widget("file", accept="image/*"), nullable=self.config.missing != "error", read=image_requests.read,
+            file=True)
+
+    # ---- export: scaling by the training mean and std runs inside the graph ----
+    def export_entry(self) -> dict:
+        (height, width), channels = self.config.size, self.config.channels
+        return {"tensor": tensor_entry(self.config.name, "uint8", ["rows", channels, height, width]),
+                "preprocess": {"size": [height, width], "channels": channels, "layout": "NCHW",
+                               "value": "the decoded image converted to grey (L, ITU-R 601-2) or RGB, resized "
+                                        "bilinearly to size; missing images: every pixel the training mean colour",
+                               "inside_the_model": "scaling by the training mean and std", "stats": self.stats}}
+
+    def export_examples(self) -> list:
+        pixel = np.clip(np.round(self.stats["mean"]), 0, 255).astype(np.uint8)  # the training mean colour
+        return [np.tile(pixel, (*self.config.size, 1))] * 2
+
+    # ---- explanation: a heat map over the pixels ----
+    def attribution_point(self, encoder: nn.Module, values: torch.Tensor) -> attribution.Pixels:
+        mean = torch.tensor(self.stats["mean"]).view(1, -1, 1, 1)  # (1, C, 1, 1)
+        return attribution.Pixels.at_input(self.config.name, encoder, values, mean)
+
+    def baseline_description(self) -> str:
+        return "a plain image of the training mean colour"
+
+    def heat_map_background(self, encoder: nn.Module, value: Any) -> np.ndarray:
+        pixels = self.transform(pd.Series([value], dtype=object))[0:1]  # (1, C, H, W), as the network saw it
+        return np.asarray(pixels[0]).transpose(1, 2, 0)

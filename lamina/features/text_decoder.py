@@ -68,7 +68,7 @@ class DecoderLayer(nn.Module):
 
 
 class Decoder(nn.Module):
-    generates = True  # Network.forward gives this head the memory and, in training, the target
+    """Output layer of a text: a transformer decoder over the last hidden layer and the token memory."""
 
     def __init__(self, options, vocabulary_size: int, input_size: int, memory_sizes: tuple[int, ...] = ()):
         super().__init__()
@@ -100,9 +100,11 @@ class Decoder(nn.Module):
             x = layer(x, memory, mask, cache)
         return self.output(self.norm(x))
 
-    def forward(self, hidden: torch.Tensor, memory=(), target: torch.Tensor | None = None) -> torch.Tensor:
-        """With a target (B, L): teacher-forced logits (B, T, V); without: generated ids (B, max_steps)."""
-        memory, mask = self.memory(hidden, memory)
+    def forward(self, hidden: torch.Tensor, context) -> torch.Tensor:
+        """With a target in the context (B, L): teacher-forced logits (B, T, V); without: generated ids
+        (B, max_steps). The context's memory holds the token states of the text inputs."""
+        memory, mask = self.memory(hidden, context.memory)
+        target = context.target
         if target is None:
             return self.generate(memory, mask)
         length = max(int((target != PAD_ID).sum(1).max()), 1)

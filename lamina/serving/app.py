@@ -1,5 +1,5 @@
 """The HTTP app of `lamina serve`: POST /predict (JSON rows or one multipart form), GET /health,
-GET /metadata, GET / (a web page for the model) and POST /explain (when the model can explain).
+GET /metadata, GET / (a web page for the model) and POST /explain.
 
 Every refusal is a 4xx whose message names the field; an unexpected error is logged with its
 traceback on the server and answered with a 500 that carries none. Bodies are parsed, validated
@@ -23,8 +23,9 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import ValidationError
 
-import lamina
+from lamina.version import __version__
 from lamina.errors import ConfigError, DataError
+from lamina.features.request import OVER_BUDGET, Budget
 from lamina.serving import page, schema
 from lamina.serving.batcher import Allowance, Batcher, Busy
 
@@ -111,19 +112,12 @@ def describe(model, folder: str, settings: Settings, batcher: Batcher) -> dict:
     """GET /metadata: what the model reads and predicts, how good it was, and the server's limits."""
     def feature(item) -> dict:
         options = public(item.config.model_dump(exclude={"name", "type"}))
-        entry = {"name": item.config.name, "type": item.config.type, "options": options}
-        if item.config.type == "category":
-            entry["values"] = schema.vocabulary(item)
-        elif item.config.type in ("binary", "set"):
-            entry["values"] = item.stats["labels"]
-        elif item.config.type == "number":
-            entry["statistics"] = {key: item.stats[key] for key in ("mean", "std", "min", "max")}
-        return entry
+        return {"name": item.config.name, "type": item.config.type, "options": options, **item.served_metadata()}
 
-    return {"lamina_version": lamina.__version__, "model": Path(folder).name,
+    return {"lamina_version": __version__, "model": Path(folder).name,
             "inputs": [feature(item) for item in model.inputs_], "outputs": [feature(item) for item in model.outputs_],
             "metrics": model.metrics_, "training_rows": model.training_.get("rows", {}),
-            "explain": hasattr(model, "explain"),
+            "explain": True,  # every model explains; one whose outputs cannot be explained answers /explain with 422
             "serving": {**asdict(settings), "predict_calls": batcher.calls}}
 
 
@@ -166,8 +160,9 @@ class Rows:
     def __init__(self, model, settings: Settings):
         self.model, self.settings = model, settings
         self.names = [feature.config.name for feature in model.inputs_]
-        self.example = schema.example_row(model)
-        self.row = schema.row_model(model)
+        self.fields = schema.request_fields(model)  # how a request sends each input
+        self.example = schema.example_row(model, self.fields)
+        self.row = schema.row_model(model, self.fields)
         self.request = schema.request_model(self.row, self.example)
         self.pool: ThreadPoolExecutor | None = None  # started and stopped with the app (its lifespan)
         self.allowance = Allowance(max(settings.max_decoded_pixels, settings.max_request_pixels),
@@ -227,12 +222,12 @@ class Rows:
             raise schema.RequestProblem(f"rows: {len(rows)} rows are over the limit of {self.settings.max_request_rows} "
                                         f"per request (--max-request-rows); split the request", 413)
         settings = self.settings
-        budget = schema.Budget(settings.max_image_pixels, settings.max_request_pixels, settings.max_request_samples)
+        budget = Budget(settings.max_image_pixels, settings.max_request_pixels, settings.max_request_samples)
         try:
             parsed = self.request.model_validate(data, context={"budget": budget})
         except ValidationError as error:
             problems = error.errors(include_url=False)
-            over = [problem for problem in problems if problem["type"] == schema.OVER_BUDGET]
+            over = [problem for problem in problems if problem["type"] == OVER_BUDGET]
             raise schema.RequestProblem(schema.explain(over or problems, self.names), 413 if over else 422) from None
         held = self.allowance.take(budget.pixels, budget.samples)  # may wait for others; raises Busy
         try:
@@ -244,7 +239,7 @@ class Rows:
 
     def predict(self, rows: list) -> list[dict]:
         """Validated rows -> one dict of predictions per row (run by the batcher's thread)."""
-        return _records(self.model.predict(schema.frame(rows, self.model)))
+        return _records(self.model.predict(schema.frame(rows, self.model, self.fields)))
 
 
 def _json(body: bytes):
@@ -299,7 +294,7 @@ def create_app(model, folder: str, settings: Settings | None = None) -> FastAPI:
         batcher.stop()
         rows.pool.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title=f"lamina model {Path(folder).name}", version=lamina.__version__, lifespan=lifespan,
+    app = FastAPI(title=f"lamina model {Path(folder).name}", version=__version__, lifespan=lifespan,
                   description="Predictions of a lamina model. The request schema lists the model's inputs.")
     app.state.batcher, app.state.settings, app.state.allowance = batcher, settings, rows.allowance
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
@@ -335,7 +330,8 @@ def _add_routes(app: FastAPI, model, folder: str, rows: Rows) -> None:
     @app.get("/", response_class=HTMLResponse)
     async def home() -> HTMLResponse:
         described = describe(model, folder, app.state.settings, app.state.batcher)
-        return HTMLResponse(page.render(described, rows.example))
+        fields = {feature.config.name: field for feature, field in zip(model.inputs_, rows.fields)}
+        return HTMLResponse(page.render(described, fields))
 
     @app.post("/predict", openapi_extra=_body_schema("PredictRequest"))
     async def predict(request: Request) -> JSONResponse:
@@ -353,11 +349,9 @@ def _add_explain(app: FastAPI, model, rows: Rows) -> None:
     # not micro-batched: explanations are few and slow (many forward passes per row)
     @app.post("/explain", openapi_extra=_body_schema("PredictRequest"))
     async def explain(request: Request) -> JSONResponse:
-        if not hasattr(model, "explain"):  # e.g. a stand-in model object without explanations
-            return JSONResponse({"detail": "this model cannot explain its predictions"}, status_code=501)
         try:
             async with rows.read(request) as validated:
-                explanation = await asyncio.to_thread(model.explain, schema.frame(validated, model))
+                explanation = await asyncio.to_thread(model.explain, schema.frame(validated, model, rows.fields))
         except schema.RequestProblem as error:
             return _problem(error)
         except Busy as error:

@@ -82,32 +82,24 @@ form.addEventListener("submit", async (event) => {
 """
 
 
-def _field(feature: dict, default) -> str:
-    """The form control of one input feature."""
-    name, kind = escape(feature["name"]), feature["type"]
-    optional = feature["options"].get("missing") != "error"
-    if kind in ("category", "binary"):
-        choices = [("", "(missing)")] if optional else []
-        choices += [(value, value) for value in feature["values"]]
-        options = "".join(f'<option value="{escape(str(value))}"{" selected" if value == default else ""}>'
+def _field(name: str, field) -> str:
+    """The form control of one input, from its RequestField's widget."""
+    name, widget = escape(name), field.widget
+    if widget.control == "select":
+        choices = [("", "(missing)")] if field.nullable else []
+        choices += [(value, value) for value in widget.choices]
+        options = "".join(f'<option value="{escape(str(value))}"{" selected" if value == widget.value else ""}>'
                           f"{escape(str(text))}</option>" for value, text in choices)
         return f'<select id="{name}" name="{name}">{options}</select>'
-    if kind == "number":
-        value = "" if default is None else escape(str(default))
+    if widget.control == "number":
+        value = "" if widget.value is None else escape(str(widget.value))
         return f'<input id="{name}" name="{name}" type="number" step="any" value="{value}">'
-    if kind == "set":
-        delimiter = feature["options"]["delimiter"]
-        value = escape(delimiter.join(default or []))
-        hint = escape(f"labels separated by {delimiter}: " + ", ".join(feature["values"][:20]))
+    if widget.control == "line":
+        value, hint = escape(str(widget.value or "")), escape(widget.hint)
         return f'<input id="{name}" name="{name}" type="text" value="{value}" placeholder="{hint}" title="{hint}">'
-    if kind == "image":
-        return f'<input id="{name}" name="{name}" type="file" accept="image/*">'
-    if kind == "audio":
-        return f'<input id="{name}" name="{name}" type="file" accept="audio/*">'
-    if kind == "timeseries" and isinstance(default, list):  # the form posts inline numbers: '0,0;0,0'
-        default = ";".join(",".join(f"{value:g}" for value in step) if isinstance(step, list) else f"{step:g}"
-                           for step in default)
-    return f'<textarea id="{name}" name="{name}" rows="3">{escape(str(default or ""))}</textarea>'
+    if widget.control == "file":
+        return f'<input id="{name}" name="{name}" type="file" accept="{escape(widget.accept)}">'
+    return f'<textarea id="{name}" name="{name}" rows="3">{escape(str(widget.value or ""))}</textarea>'
 
 
 # JSON inside <script> ends at the first '</script' and '<!--' changes how the HTML parser reads the
@@ -124,12 +116,13 @@ def script_json(value) -> str:
     return text
 
 
-def render(metadata: dict, example: dict) -> str:
-    """The page for a model, its fields filled with `example` (the training means and most frequent values)."""
-    fields = "\n".join(f'<label for="{escape(feature["name"])}">{escape(feature["name"])} '
-                       f'<span class="kind">{escape(feature["type"])}</span></label>'
-                       + _field(feature, example.get(feature["name"]))
-                       for feature in metadata["inputs"])
+def render(metadata: dict, fields: dict) -> str:
+    """The page for a model (its /metadata), with a control per input from `fields` ({input name:
+    RequestField}), filled with the training means and most frequent values."""
+    controls = "\n".join(f'<label for="{escape(feature["name"])}">{escape(feature["name"])} '
+                         f'<span class="kind">{escape(feature["type"])}</span></label>'
+                         + _field(feature["name"], fields[feature["name"]])
+                         for feature in metadata["inputs"])
     outputs = ", ".join(escape(feature["name"]) for feature in metadata["outputs"])
     embedded = script_json({"outputs": metadata["outputs"], "explain": metadata["explain"]})
     title = escape(f"lamina: {metadata['model']}")
@@ -140,7 +133,7 @@ def render(metadata: dict, example: dict) -> str:
 <body><h1>{title}</h1>
 <p>Fill in the inputs and predict {outputs}. The same predictions come from <code>POST /predict</code>
 (<a href="docs">API documentation</a>, <a href="metadata">metadata</a>).</p>
-<form id="form">{fields}
+<form id="form">{controls}
 <button id="predict" type="submit">Predict</button></form>
 <p id="status" role="status"></p><div id="result"></div>
 <script id="metadata" type="application/json">{embedded}</script>

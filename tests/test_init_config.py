@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 import lamina
-from lamina.infer import infer_config
+from lamina.init_config import infer_config
 
 
 def test_infers_each_type_and_skips_ids_and_constants():

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from lamina.config import Hidden
+from lamina.features.base import HeadContext, Trunk
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU}
 
@@ -28,7 +29,9 @@ class Block(nn.Module):
 
 
 class Network(nn.Module):
-    """Input layer (encoders), hidden layers (trunk) and output layer (heads) of a lamina model."""
+    """Input layer (encoders), hidden layers (trunk) and output layer (heads) of a lamina model.
+    Every head is called as head(hidden, HeadContext): the context carries what some heads also read
+    (the input tensors, the token memory of memory-giving inputs, the target while training)."""
 
     def __init__(self, inputs: list, outputs: list, hidden: Hidden):
         super().__init__()
@@ -39,32 +42,23 @@ class Network(nn.Module):
         width = sum(encoder.output_size for encoder in self.encoders)
         blocks = [Block(width if layer == 0 else hidden.size, hidden) for layer in range(hidden.layers)]
         self.trunk = nn.Sequential(*blocks)
-        trunk_size = hidden.size if hidden.layers else width
-        # a generating head (text output) also attends to the per-token states of sequence inputs
-        memory_sizes = tuple(encoder.state_size for encoder in self.encoders if hasattr(encoder, "state_size"))
-        self.heads = nn.ModuleList(self._make_head(feature, trunk_size, memory_sizes, inputs) for feature in outputs)
-        self.needs_memory = any(getattr(head, "generates", False) for head in self.heads)
-        self.runs, blocks = self._runs()
+        self.gives_memory = [feature.gives_memory() for feature in inputs]
+        # a generating head (text output) also attends to the per-token states of memory-giving inputs
+        memory_sizes = tuple(encoder.state_size for encoder, gives in zip(self.encoders, self.gives_memory) if gives)
+        trunk = Trunk(size=hidden.size if hidden.layers else width, inputs=list(inputs), memory_sizes=memory_sizes)
+        self.heads = nn.ModuleList(feature.head(trunk) for feature in outputs)
+        self.needs_memory = any(feature.generates for feature in outputs)
+        self.runs, blocks = self._runs([feature.block() for feature in inputs])
         self.blocks = nn.ModuleList(blocks)  # only non-persistent constants: the saved keys stay per encoder
 
-    @staticmethod
-    def _make_head(feature, trunk_size: int, memory_sizes: tuple, inputs: list) -> nn.Module:
-        """A generating head also sizes its attention to the token memory; a head that reads the
-        inputs (an anomaly score rebuilding them) is built from the input features."""
-        if getattr(feature, "generates", False):
-            return feature.head(trunk_size, memory_sizes)
-        if getattr(feature, "reads_inputs", False):
-            return feature.head(trunk_size, inputs)
-        return feature.head(trunk_size)
-
-    def _runs(self) -> tuple[list[tuple[int, int, int | None]], list[nn.Module]]:
-        """(first, end, block) per run of encoders: a run of 2+ consecutive encoders that share a
-        `block` class (e.g. plain numbers) is computed by one block module; others run alone."""
+    def _runs(self, kinds: list) -> tuple[list[tuple[int, int, int | None]], list[nn.Module]]:
+        """(first, end, block) per run of encoders: a run of 2+ consecutive inputs whose features give the
+        same `block()` class (e.g. plain numbers) is computed by one block module; others run alone."""
         runs, blocks, start = [], [], 0
         while start < len(self.encoders):
-            kind = getattr(self.encoders[start], "block", None)
+            kind = kinds[start]
             end = start + 1
-            while kind is not None and end < len(self.encoders) and getattr(self.encoders[end], "block", None) is kind:
+            while kind is not None and end < len(self.encoders) and kinds[end] is kind:
                 end += 1
             if end - start > 1:
                 blocks.append(kind(list(self.encoders[start:end])))
@@ -76,38 +70,24 @@ class Network(nn.Module):
 
     def forward(self, inputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor] | None = None
                 ) -> dict[str, torch.Tensor]:
-        """Outputs per head. `targets` are only read by generating heads (teacher forcing); without
-        them those heads generate."""
+        """Outputs per head. `targets` are only read by heads that use them while training (teacher
+        forcing, sampled negatives); without them a generating head generates."""
         hidden, memory = self.encode(inputs)
-        return {name: self._head(head, hidden, memory, inputs, (targets or {}).get(name))
+        return {name: head(hidden, HeadContext(inputs, memory, (targets or {}).get(name)))
                 for name, head in zip(self.output_names, self.heads)}
 
     def encode(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list]:
-        """The last hidden layer (B, H), and the token memory of sequence inputs when a head needs it."""
+        """The last hidden layer (B, H), and the token memory of memory-giving inputs when a head needs it."""
         vectors, memory = [], []
         for start, end, block in self.runs:
             if block is not None:
                 vectors.append(self.blocks[block]([inputs[name] for name in self.input_names[start:end]]))
                 continue
             name, encoder = self.input_names[start], self.encoders[start]
-            if self.needs_memory and hasattr(encoder, "state_size"):
+            if self.needs_memory and self.gives_memory[start]:
                 vector, states, padding = encoder.encode(inputs[name])  # (B, D), (B, T, S), (B, T)
                 memory.append((states, padding))
             else:
                 vector = encoder(inputs[name])  # (B, D)
             vectors.append(vector)
         return self.trunk(torch.cat(vectors, dim=1)), memory  # (B, H)
-
-    @staticmethod
-    def _head(head, hidden, memory, inputs, target):
-        """Most heads read only the last hidden layer; a generating head (text) also reads the token
-        memory and, while training, its target (teacher forcing); a head that `reads_inputs` (an
-        anomaly score reconstructing the inputs) reads the input tensors; a head that
-        `takes_targets` (a ranking's negative sampling) reads its target while training."""
-        if getattr(head, "generates", False):
-            return head(hidden, memory, target)
-        if getattr(head, "reads_inputs", False):
-            return head(hidden, inputs)
-        if getattr(head, "takes_targets", False):
-            return head(hidden, target)
-        return head(hidden)

@@ -1,0 +1,364 @@
+"""The type protocol: `Feature` (an input column) and `OutputFeature` (a column that can also be
+predicted). Every data type subclasses one of them; code outside lamina/features/ only calls these
+methods, never compares a type's name. Each optional capability has a documented default here.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+
+class Unsupported(Exception):
+    """A type cannot do what was asked (export a generated text, explain an anomaly score ...). The
+    message names the feature, its type and what to do instead; callers turn it into their own error."""
+
+
+@dataclass
+class Trunk:
+    """What an output's head is built from."""
+    size: int  # width of the last hidden layer
+    inputs: list = field(default_factory=list)  # the model's input features (an anomaly head rebuilds them)
+    memory_sizes: tuple[int, ...] = ()  # state width of each input that gives token memory (see gives_memory)
+
+
+@dataclass
+class HeadContext:
+    """What a head may read besides the last hidden layer; most heads ignore it."""
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # input tensors by name
+    memory: list = field(default_factory=list)  # (states (B, T, S), padding (B, T)) per memory-giving input
+    target: torch.Tensor | None = None  # this head's target while training (teacher forcing, negatives)
+
+
+class Feature:
+    """One column of data: its options (`config`), its learned statistics (`stats`, JSON-able, fitted
+    on the training rows only) and its input layer. A type file subclasses this (or OutputFeature).
+
+    A type must define:
+      fit(column)             learn `stats` from the training rows' column
+      transform(column)       the column -> a tensor (B, ...) or a LazyColumn for file-backed cells
+      encoder()               its input layer: an nn.Module with `output_size`, (B, ...) -> (B, output_size)
+    and may override (defaults in brackets):
+      reads()                 other columns fit/transform/target also read [none]
+      bad_rows(column)        rows to leave out, e.g. unreadable files with on_error: skip [none]
+      drops_missing()         rows missing this column are left out [config.missing == 'drop']
+      block()                 a module class that computes a run of such encoders at once [None]
+      gives_memory()          its encoder has `state_size` and `encode` giving token states [False]
+    Surfaces (sections below; each method's docstring says what to return):
+      serving, export, classic baseline, explanation, report.
+      request_field()         serving: how a request sends this input [Unsupported]
+      served_metadata()       serving: values and statistics shown by /metadata [{}]
+      attribution_point(encoder, values), baseline_description(), heat_map_background(encoder, value)
+                              explanation: where it is attributed, its baseline, its heat map's picture
+      classic_encoder(style, seed), stats_mismatch(column)
+                              classic baseline: its classic features; whether data is not the training data
+    """
+
+    def __init__(self, config, stats: dict[str, Any] | None = None):
+        self.config = config
+        self.stats: dict[str, Any] = stats if stats is not None else {}
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def type_name(self) -> str:
+        """The registry name, for messages and reports only: never branch on it."""
+        return self.config.type
+
+    # ---- reading and learning ----
+    def reads(self) -> list[str]:
+        """Names of the other columns this feature's fit/transform/target read besides its own."""
+        return []
+
+    def fit(self, column: pd.Series) -> None:
+        raise NotImplementedError(f"{type(self).__module__}.Feature must define fit")
+
+    def transform(self, column: pd.Series) -> Any:
+        raise NotImplementedError(f"{type(self).__module__}.Feature must define transform")
+
+    def bad_rows(self, column: pd.Series) -> np.ndarray | None:
+        """A boolean mask of rows to leave out of training and evaluation, or None for none."""
+        return None
+
+    def drops_missing(self) -> bool:
+        """Whether rows where this column is missing are left out."""
+        return getattr(self.config, "missing", None) == "drop"
+
+    def nested_inputs(self) -> dict[str, list[dict]]:
+        """Input-feature configs nested in this feature's options, by option key (a ranking's
+        item_inputs); the config checks each as an input feature, naming where it is. None: {}."""
+        return {}
+
+    def resampling(self) -> tuple[str, float] | None:
+        """(method 'over' or 'under', ratio) when this output resamples its classes' training rows
+        (`sampling`, `sampling_ratio`); its `target` then gives class codes that stats['labels'] names,
+        and its config has `class_weights`. None: the training rows stay as they are."""
+        return None
+
+    # ---- the network ----
+    def encoder(self) -> nn.Module:
+        raise NotImplementedError(f"{type(self).__module__}.Feature must define encoder")
+
+    def block(self) -> type | None:
+        """A module class built from a list of consecutive encoders of the same block class, computing
+        them together: (list of K tensors) -> (B, sum of widths). None: the encoder runs alone."""
+        return None
+
+    def gives_memory(self) -> bool:
+        """Whether its encoder gives per-token states a generating head attends to: then the encoder has
+        `state_size` and `encode(x) -> (vector (B, D), states (B, T, S), padding (B, T))`."""
+        return False
+
+    # ---- serving ----
+    def request_field(self) -> Any:
+        """How `lamina serve` takes this input in a request: a lamina.features.request.RequestField (the
+        validated Python type, how a sent value is read and its files charged to the request's Budget,
+        the schema's description, an example value and the web page's Widget). Only inputs are asked.
+        Default: Unsupported, so a new type says how it is served."""
+        raise Unsupported(f"input '{self.name}' of type '{self.type_name}' cannot be served yet; predict with "
+                          f"`lamina predict` (or Model.predict) instead")
+
+    def served_metadata(self) -> dict[str, Any]:
+        """What GET /metadata of a served model shows of this input or output besides its name, type and
+        options, JSON-able: the values it knows ('values'), its training statistics ('statistics').
+        Default: nothing more."""
+        return {}
+
+    # ---- export ----
+    def export_entry(self) -> dict[str, Any]:
+        """This input in an export's preprocessing.json: {"tensor": {"name", "dtype", "shape"}, "preprocess":
+        {...}} saying how a raw cell becomes its row of the tensor the exported graph takes (what the
+        exported encoder computes inside the graph stays out). lamina.export.feeds reads it back.
+        Default: Unsupported, so a type that does not export is refused before any file is written."""
+        raise self.export_refusal("input")
+
+    def export_examples(self) -> list:
+        """Two plausible raw cells of this input, as a table's column holds them (different ones where
+        the stats allow): the rows an export is traced with and checked against PyTorch on."""
+        raise self.export_refusal("input")
+
+    def export_refusal(self, role: str, why: str = "") -> Unsupported:
+        """The error for a type that does not export as an `role` ('input' or 'output'); `why` says what
+        the exporters cannot trace."""
+        reason = f" ({why}, which the exporters cannot trace)" if why else ""
+        return Unsupported(f"{role} '{self.name}' has type '{self.type_name}', which does not export yet"
+                           f"{reason}. Serve this model with `lamina serve` instead")
+
+    # ---- explanation and report ----
+    def attribution_point(self, encoder: nn.Module, values: torch.Tensor) -> Any:
+        """Where explain() attributes this input and against which baseline: a
+        lamina.features.attribution.Point (at the encoder's output vector) or one of its layouts Pixels,
+        Tokens, Steps, built from the trained `encoder` and this input's tensor `values` (B, ...) of the
+        explained rows. Default: Unsupported, so a new type says how it is explained."""
+        raise Unsupported(f"input '{self.name}' of type {self.type_name} cannot be explained yet; explain a model "
+                          f"without this input")
+
+    def baseline_description(self) -> str:
+        """The baseline of its attributions in words, for the explanation's 'baselines' (what the input is
+        compared with: the training mean, the empty set ...). Default: none given."""
+        return ""
+
+    def heat_map_background(self, encoder: nn.Module, value: Any) -> np.ndarray:
+        """The picture the report lays this input's heat map over, an (H, W, C) array: what the network
+        saw of the raw cell `value` (an image's pixels, a sound's log-mel spectrogram). Asked only of
+        inputs whose attribution point is Pixels. Default: Unsupported."""
+        raise Unsupported(f"input '{self.name}' of type {self.type_name} gives no heat map to draw")
+
+    # ---- classic baseline ----
+    def classic_encoder(self, style: str, seed: int) -> Any:
+        """This input's columns for the classic models of `lamina compare`, fitted on the training rows:
+        an object with fit(column) -> itself, transform(column) -> (N, K) array or scipy sparse matrix,
+        `description` (words for the report) and `categorical` (trees read its one column as a native
+        category). style: classic.TREE (NaN allowed, codes) or classic.LINEAR (finite, scaled, one-hot);
+        seed: for any randomness. It must pickle. lamina/features/classic.py holds the building blocks.
+        Default: per cell, summary statistics of a numeric array."""
+        from lamina.features import classic
+
+        return classic.Numbers(self.name, style, classic.summary_statistics, "summary statistics")
+
+    def stats_mismatch(self, column: pd.Series) -> str | None:
+        """How this feature's own column of the training rows differs from what `fit` learned from them
+        ("column 'x' of its training rows has mean 3, the model learned 4"): compare refuses data that is
+        not the training data. None: they agree, or the stats cannot tell. Default: None."""
+        return None
+
+
+class OutputFeature(Feature):
+    """A type that can also be predicted: head, target, loss, decoding and metrics.
+
+    A type must define:
+      head(trunk)             the output layer, an nn.Module called as head(hidden (B, H), context)
+      target(column)          the column -> the tensor `loss` and `metrics` compare with
+      loss(output, target)    a scalar tensor
+      decode(output)          {column name or name_suffix: list of user-facing values, one per row}
+      metrics(target, output) {metric name: float}; MAIN_METRIC in the type's module names the main one
+    and may override:
+      generates               class attribute: its head writes a sequence and needs the token memory
+      summary(output, target) what evaluation keeps of a batch's output (whole-table logits may not fit)
+      training_rows(column)   which training rows the model learns from [all]
+      tunes() / tune(target, output)   choose settings on validation rows after training [no-op]
+      tunes_without_validation()       whether tune runs on the training rows when there are no others
+      recommends()            whether it ranks items for users (see Model.recommend)
+      classic_task(), classic_raw(scores), classic_threshold(truth, scores), bootstrap_metric()
+                              comparison: the classic task, its scores as raw output, its threshold, fast metric
+      explained_score(label), explained_labels(), explain_rows(model, frame, method)
+                              explanation: what is attributed [Unsupported], target= labels, an own way
+      evaluation_data(rows, predicted, inputs), report_plots(data)   the report's plots [none]
+    """
+
+    generates = False
+
+    def head(self, trunk: Trunk) -> nn.Module:
+        raise NotImplementedError(f"{type(self).__module__}.Feature must define head")
+
+    def target(self, column: pd.Series) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__module__}.Feature must define target")
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__module__}.Feature must define loss")
+
+    def decode(self, output: torch.Tensor) -> dict[str, Any]:
+        raise NotImplementedError(f"{type(self).__module__}.Feature must define decode")
+
+    def metrics(self, target: torch.Tensor, output: torch.Tensor) -> dict[str, float]:
+        raise NotImplementedError(f"{type(self).__module__}.Feature must define metrics")
+
+    def summary(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """What evaluation keeps of one batch's raw output; `metrics` receives these, concatenated."""
+        return output
+
+    def training_rows(self, column: pd.Series) -> np.ndarray | None:
+        """A boolean mask of the training rows the model learns from (fitted stats known), or None: all."""
+        return None
+
+    def tunes(self) -> bool:
+        """Whether `tune` chooses something on the validation rows after training."""
+        return False
+
+    def tunes_without_validation(self) -> bool:
+        """Whether `tune` must run on the training rows when there are no validation rows."""
+        return False
+
+    def tune(self, target: torch.Tensor | None, output: torch.Tensor | None) -> None:
+        """Choose settings (a threshold, a temperature) from the validation targets and raw outputs and
+        keep them in `stats`. Called only when `tunes()`."""
+
+    def decode_rows(self, output: torch.Tensor, rows: pd.DataFrame) -> dict[str, Any]:
+        """The predictions for these rows (the inputs' frame): `decode(output)` unless the answer also
+        depends on the rows (a ranking leaves out what each user chose in training)."""
+        return self.decode(output)
+
+    def tuned_setting(self) -> str:
+        """What `tune` chooses, in words, for messages ("the anomaly threshold")."""
+        return f"the settings of output '{self.config.name}'"
+
+    def recommends(self) -> bool:
+        """Whether this output ranks items for users (then it defines recommend/profiles)."""
+        return False
+
+    def remember_profiles(self, frame: pd.DataFrame, input_names: list[str]) -> None:
+        """Keep what prediction for a known key needs later (a ranking: each user's inputs). No-op."""
+
+    # ---- export ----
+    def export_output(self) -> nn.Module:
+        """The last step of the exported graph for this output: a module taking the head's raw output
+        (B, ...) to the user-facing tensor export_output_entry describes (probabilities, calibrated
+        where the type calibrates; a number in the data's units). Default: Unsupported."""
+        raise self.export_refusal("output")
+
+    def export_output_entry(self) -> dict[str, Any]:
+        """This output in preprocessing.json: {"tensor": {"name", "dtype", "shape"}, "read": how to read it,
+        ...what reading needs: labels, threshold}. Default: Unsupported, so a type that does not export
+        is refused before any file is written."""
+        raise self.export_refusal("output")
+
+    # ---- data reading ----
+    def absent_label(self) -> Any:
+        """The cell value this output's column takes when the data has no such column (an anomaly score's
+        labels are optional: every row is then unlabelled), or None: the column is required."""
+        return None
+
+    def stratifies(self) -> bool:
+        """Whether `split: auto` keeps this output's classes in the same proportions in the train,
+        validation and test rows (a class label); False for values that are not a few classes."""
+        return False
+
+    # ---- explanation, evaluation plots and report ----
+    def main_metric(self) -> tuple[str, str]:
+        """(metric name, 'max' or 'min': which way is better) of the metric that stands for this output
+        (early stopping, comparisons, permutation importance): MAIN_METRIC of the type's module."""
+        return importlib.import_module(type(self).__module__).MAIN_METRIC
+
+    def explained_score(self, label: int | None) -> str:
+        """What explain() attributes for this output, in words (the explanation's 'explained'): the score
+        per row its head gives (a logit, a number in normalised units, an item's score). `label`: the
+        index into explained_labels() that target= picked, or None (each row's predicted class, or the
+        only score). Default: Unsupported, for outputs that are not one differentiable score per row."""
+        raise Unsupported(f"output '{self.name}' of type {self.type_name} cannot be explained by attributions; "
+                          f"choose another output with output=")
+
+    def explained_labels(self) -> list | None:
+        """The labels target= may pick, in the order of the head's output columns (a category's classes, a
+        ranking's items); each explained row names its label. None: the head gives one score per row and
+        target= does not apply."""
+        return None
+
+    def explain_rows(self, model, frame: pd.DataFrame, method: str) -> dict | None:
+        """The whole explanation (see Model.explain) of an output explained in its own way rather than by
+        attributions through the network (an anomaly score: by its inputs' reconstruction errors).
+        None: explain() attributes `explained_score` with `method`."""
+        return None
+
+    def evaluation_data(self, rows: pd.DataFrame, predicted: pd.DataFrame, inputs: list) -> dict | None:
+        """What the report plots of this output, kept in evaluation.json: a JSON-able dict with 'type'
+        (the type's name) and the data `report_plots` reads, from the test `rows` (true values in this
+        output's column), the model's `predicted` frame for them and its input features. None: no plot."""
+        return None
+
+    def report_plots(self, data: dict) -> list[str]:
+        """HTML pieces of this output's report section (inline <img> plots, tables; see
+        lamina.features.plots), drawn from its `evaluation_data` as saved, also by earlier versions."""
+        return []
+
+    # ---- classic baseline and comparison ----
+    def classic_task(self) -> Any:
+        """What `lamina compare` asks of a classic model for this output: a lamina.features.classic.Task
+        whose goal picks the classic models: 'classify', 'regress' or 'multilabel' (gradient boosting and
+        a linear model), 'anomaly' (an isolation forest), 'ranking' (popularity and PureSVD). Raise
+        Unsupported, naming the output and saying why, where classic ML has no baseline for it.
+        Default: Unsupported."""
+        raise Unsupported(f"output '{self.name}' of type '{self.type_name}' has no classic baseline (its type "
+                          f"defines no classic task), so lamina compare has nothing to compare it with")
+
+    def classic_raw(self, scores: np.ndarray) -> torch.Tensor:
+        """A classic model's scores for this output (class probabilities (N, K), label probabilities
+        (N, L), values (N,) or anomaly scores (N,), as classic_task's goal gives them) in this output's
+        raw output format, so `metrics` scores both models the same way. Asked unless the goal is
+        'ranking'. Default: Unsupported."""
+        raise Unsupported(f"output '{self.name}' of type '{self.type_name}' cannot read a classic model's scores "
+                          f"(its type defines no classic_raw)")
+
+    def classic_threshold(self, truth: np.ndarray, scores: np.ndarray) -> float | None:
+        """The threshold a classic model of this output is measured at (metrics(..., threshold=)), chosen
+        on held-out rows from their truths (`target` as numpy) and its scores; None: no threshold of its
+        own. Default: None."""
+        return None
+
+    def bootstrap_metric(self) -> tuple[Any, Any]:
+        """(prepare, measure) of main_metric for the paired bootstrap of `lamina compare`: prepare turns
+        what `metrics` takes (the raw output, or its `summary`) into per-row predictions once, and
+        measure(truth, predictions) scores any subset of rows (truth: `target` as numpy). Default: the
+        raw output, measured by `metrics` itself (right but slow: a type gives a fast one)."""
+        metric = self.main_metric()[0]
+
+        def measure(truth: np.ndarray, raw: np.ndarray) -> float:
+            return self.metrics(torch.from_numpy(truth), torch.from_numpy(raw)).get(metric, float("nan"))
+
+        return (lambda raw: raw.numpy()), measure
