@@ -72,7 +72,7 @@ def manifest(model, format_name: str) -> dict:
                                      **feature.export_entry()}, model.inputs_)
     outputs = _asked(lambda feature: {"name": feature.config.name, "type": feature.config.type,
                                       **feature.export_output_entry()}, model.outputs_)
-    return {"format": "lamina-export", "format_version": 1, "lamina_version": __version__,
+    return {"format": "lamina-export", "format_version": 2, "lamina_version": __version__,
             "exporter": format_name, "model_file": FORMATS[format_name],
             **({"opset": OPSET} if format_name == "onnx" else {}), "inputs": inputs, "outputs": outputs}
 
@@ -141,36 +141,71 @@ def _check_close(expected: tuple, got: list, target: Path) -> None:
 
 def feeds(description: dict, frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """The input tensors for a table, built from preprocessing.json alone (no lamina feature
-    objects): a reference for writing the same in another language, so it switches on each entry's
-    "type" (a field of the file format) as such a reader would. Images are not decoded here: give
-    their column as uint8 (C, H, W) arrays already sized as the manifest says."""
+    objects): a reference for writing the same in another language. It switches on each entry's
+    "encoding", one of the file format's few ways to turn cells into a tensor, which every exportable
+    type picks from (so a new type needs no change here unless it needs a new encoding). Images are
+    not decoded here: give their column as uint8 (C, H, W) arrays already sized as the manifest says."""
     result = {}
     for entry in description["inputs"]:
         column, rules, tensor = frame[entry["name"]], entry["preprocess"], entry["tensor"]
-        gone = missing_mask(column)
-        if entry["type"] == "number":
-            values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
-        elif entry["type"] == "binary":
-            lookup = {rules["labels"][0]: 0.0, rules["labels"][1]: 1.0}
-            values = as_strings(column).map(lookup).to_numpy(dtype=np.float32, na_value=np.nan)
-            values[gone] = np.nan
-        elif entry["type"] == "category":
-            values = pd.Index(rules["vocabulary"]).get_indexer(as_strings(column)).astype(np.int64)
-            values[values < 0] = rules["unknown_index"]
-            values[gone] = rules["missing_index"]
-        elif entry["type"] == "set":
-            position = {label: index for index, label in enumerate(rules["labels"])}
-            values = np.zeros((len(column), len(position)), dtype=np.float32)
-            for row, (cell, empty) in enumerate(zip(column, gone)):
-                labels = [] if empty else cell if isinstance(cell, (list, tuple, np.ndarray)) \
-                    else str(cell).split(rules["delimiter"])
-                for label in (str(label).strip() for label in labels):
-                    if label in position:
-                        values[row, position[label]] = 1.0
-        else:
-            values = np.stack([np.asarray(cell, dtype=np.uint8) for cell in column])
-        result[tensor["name"]] = values
+        encoding = rules.get("encoding")
+        if encoding not in ENCODINGS:
+            raise DataError(f"input '{entry['name']}' of the export has encoding {encoding!r}, which this reader "
+                            f"does not know (an export written by another lamina version?); export the model "
+                            f"again with lamina export")
+        result[tensor["name"]] = ENCODINGS[encoding](column, missing_mask(column), rules)
     return result
+
+
+def _number(column: pd.Series, gone: np.ndarray, rules: dict) -> np.ndarray:
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
+
+
+def _label_pair(column: pd.Series, gone: np.ndarray, rules: dict) -> np.ndarray:
+    lookup = {rules["labels"][0]: 0.0, rules["labels"][1]: 1.0}
+    values = as_strings(column).map(lookup).to_numpy(dtype=np.float32, na_value=np.nan)
+    values[gone] = np.nan
+    return values
+
+
+def _vocabulary_index(column: pd.Series, gone: np.ndarray, rules: dict) -> np.ndarray:
+    values = pd.Index(rules["vocabulary"]).get_indexer(as_strings(column)).astype(np.int64)
+    values[values < 0] = rules["unknown_index"]
+    values[gone] = rules["missing_index"]
+    return values
+
+
+def _multi_hot(column: pd.Series, gone: np.ndarray, rules: dict) -> np.ndarray:
+    position = {label: index for index, label in enumerate(rules["labels"])}
+    values = np.zeros((len(column), len(position)), dtype=np.float32)
+    for row, (cell, empty) in enumerate(zip(column, gone)):
+        labels = [] if empty else cell if isinstance(cell, (list, tuple, np.ndarray)) \
+            else str(cell).split(rules["delimiter"])
+        for label in (str(label).strip() for label in labels):
+            if label in position:
+                values[row, position[label]] = 1.0
+    return values
+
+
+def _numbers(column: pd.Series, gone: np.ndarray, rules: dict) -> np.ndarray:
+    """A list of numbers per cell, or a string of them separated by ',' (brackets allowed); NaN rows
+    where missing."""
+    length = int(rules["stats"]["length"])
+    values = np.full((len(column), length), np.nan, dtype=np.float32)
+    for row, (cell, empty) in enumerate(zip(column, gone)):
+        if not empty:
+            parts = cell if isinstance(cell, (list, tuple, np.ndarray)) \
+                else str(cell).strip().strip("[]").replace(",", " ").split()
+            values[row] = np.asarray(parts, dtype=np.float32)
+    return values
+
+
+def _pixels(column: pd.Series, gone: np.ndarray, rules: dict) -> np.ndarray:
+    return np.stack([np.asarray(cell, dtype=np.uint8) for cell in column])
+
+
+ENCODINGS = {"number": _number, "label_pair": _label_pair, "vocabulary_index": _vocabulary_index,
+             "multi_hot": _multi_hot, "numbers": _numbers, "pixels": _pixels}
 
 
 def read_description(folder: Path) -> dict:

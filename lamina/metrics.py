@@ -5,6 +5,14 @@ from __future__ import annotations
 
 LOWER_IS_BETTER = {"loss", "log_loss", "rmse", "mae", "hamming_loss", "brier_score", "expected_calibration_error",
                    "false_positives", "false_negatives"}
+
+
+def direction(metric: str) -> str:
+    """'min' when a lower value of this metric (or 'output.metric') is better, else 'max': the one
+    place that knows which way each metric improves."""
+    return "min" if metric.split(".")[-1] in LOWER_IS_BETTER else "max"
+
+
 COUNTS = {"true_positives", "false_positives", "false_negatives", "true_negatives"}  # printed without decimals
 
 

@@ -18,7 +18,7 @@ from lamina import artifact
 from lamina.config import Training
 from lamina.features.columns import batches, row_count
 from lamina.errors import ArtifactError, ConfigError
-from lamina.metrics import LOWER_IS_BETTER
+from lamina.metrics import direction
 
 BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
 
@@ -196,7 +196,7 @@ def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
 def improved(score: float, best: float | None, metric: str) -> bool:
     if best is None:
         return True
-    return score < best if metric.split(".")[-1] in LOWER_IS_BETTER else score > best
+    return score < best if direction(metric) == "min" else score > best
 
 
 def monitored(result: dict, metric: str) -> float:

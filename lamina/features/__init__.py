@@ -10,11 +10,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from lamina.features import (anomaly, audio, binary, category, id as id_type, image, number, ranking, set as set_type,
-                             text, timeseries)
+                             text, timeseries, vector)
 from lamina.features.base import Feature
 
 # name -> module; each module defines `Options` (a pydantic model), `Feature`, `CAN_BE_INPUT`, `CAN_BE_OUTPUT`,
-# `MAIN_METRIC` when it can be an output, and `READ_AS`: "number" when a file's column is read
+# and `READ_AS`: "number" when a file's column is read
 # as numbers, "string" when as text (see read_types).
 REGISTRY = {
     "number": number,
@@ -28,6 +28,7 @@ REGISTRY = {
     "id": id_type,
     "ranking": ranking,
     "anomaly": anomaly,
+    "vector": vector,
 }
 
 

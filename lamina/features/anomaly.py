@@ -26,7 +26,6 @@ from lamina.features.common import as_strings, missing_mask
 CAN_BE_OUTPUT = True
 CAN_BE_INPUT = False
 READ_AS = "string"  # labels are text, as normal / 0 / benign were seen
-MAIN_METRIC = ("roc_auc", "max")
 UNLABELLED = "<unlabelled>"  # the cells of a label column the data does not have (see Feature.absent_label)
 NORMAL_WORDS = {"normal", "0", "false", "no", "n", "f", "benign", "legitimate", "negative", "ok"}
 RECONSTRUCTED = ("number", "binary", "category")  # input types the decoder rebuilds
@@ -132,6 +131,7 @@ def measure(truth: np.ndarray, scores: np.ndarray, false_positive_rate: float,
 
 
 class Feature(base.OutputFeature):
+    MAIN_METRIC = "roc_auc"
     reads_inputs = True  # its head is built from the input features and reads their tensors
 
     def __init__(self, config):

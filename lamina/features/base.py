@@ -4,7 +4,6 @@ methods, never compares a type's name. Each optional capability has a documented
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +11,8 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+
+from lamina.metrics import direction
 
 
 class Unsupported(Exception):
@@ -198,7 +199,7 @@ class OutputFeature(Feature):
       target(column)          the column -> the tensor `loss` and `metrics` compare with
       loss(output, target)    a scalar tensor
       decode(output)          {column name or name_suffix: list of user-facing values, one per row}
-      metrics(target, output) {metric name: float}; MAIN_METRIC in the type's module names the main one
+      metrics(target, output) {metric name: float}; the class's MAIN_METRIC names the main one
     and may override:
       generates               class attribute: its head writes a sequence and needs the token memory
       summary(output, target) what evaluation keeps of a batch's output (whole-table logits may not fit)
@@ -213,6 +214,7 @@ class OutputFeature(Feature):
       evaluation_data(rows, predicted, inputs), report_plots(data)   the report's plots [none]
     """
 
+    MAIN_METRIC = ""  # the metric that stands for this output (a key of `metrics`); every output type sets it
     generates = False
 
     def head(self, trunk: Trunk) -> nn.Module:
@@ -293,8 +295,8 @@ class OutputFeature(Feature):
     # ---- explanation, evaluation plots and report ----
     def main_metric(self) -> tuple[str, str]:
         """(metric name, 'max' or 'min': which way is better) of the metric that stands for this output
-        (early stopping, comparisons, permutation importance): MAIN_METRIC of the type's module."""
-        return importlib.import_module(type(self).__module__).MAIN_METRIC
+        in comparisons and permutation importance: the class's MAIN_METRIC, a key of `metrics`."""
+        return self.MAIN_METRIC, direction(self.MAIN_METRIC)
 
     def explained_score(self, label: int | None) -> str:
         """What explain() attributes for this output, in words (the explanation's 'explained'): the score

@@ -27,7 +27,6 @@ from lamina.features.common import (SAME_AS_TRAINING, Apply, LinearHead, as_stri
 CAN_BE_OUTPUT = True
 CAN_BE_INPUT = True
 READ_AS = "string"  # a file's column is read as text, as the two values were seen in training
-MAIN_METRIC = ("roc_auc", "max")
 TRUTHY = {"1", "true", "yes", "y", "t", "positive", "pos"}
 THRESHOLD_RULES = ("threshold", "minimum_precision", "minimum_recall", "costs")
 
@@ -108,6 +107,7 @@ class Encoder(nn.Module):
 
 
 class Feature(base.OutputFeature):
+    MAIN_METRIC = "roc_auc"
     def __init__(self, config):
         self.config = config
         self.stats: dict = {}
@@ -317,7 +317,7 @@ class Feature(base.OutputFeature):
     # ---- export: calibration (the temperature) runs inside the graph ----
     def export_entry(self) -> dict:
         return {"tensor": tensor_entry(self.config.name, "float32", ["rows"]),
-                "preprocess": {"labels": self.stats["labels"], "value": "0.0 for labels[0], 1.0 for labels[1], NaN "
+                "preprocess": {"encoding": "label_pair", "labels": self.stats["labels"], "value": "0.0 for labels[0], 1.0 for labels[1], NaN "
                                "where missing or another value", "compare": SAME_AS_TRAINING}}
 
     def export_examples(self) -> list:

@@ -28,7 +28,6 @@ from lamina.features.common import (MISSING, SAME_AS_TRAINING, UNKNOWN, Apply, L
 CAN_BE_OUTPUT = True
 CAN_BE_INPUT = True
 READ_AS = "string"  # a file's column is read as text: the code "007" is not the number 7
-MAIN_METRIC = ("accuracy", "max")
 
 
 class Options(BaseModel):
@@ -75,6 +74,7 @@ class Encoder(nn.Module):
 
 
 class Feature(base.OutputFeature):
+    MAIN_METRIC = "accuracy"
     def __init__(self, config):
         self.config = config
         self.stats: dict = {}
@@ -245,7 +245,7 @@ class Feature(base.OutputFeature):
         missing = vocabulary.index(MISSING) if self.config.missing == "category" else \
             (vocabulary.index(labels[0]) if labels[0] in vocabulary else 0)
         return {"tensor": tensor_entry(self.config.name, "int64", ["rows"]),
-                "preprocess": {"vocabulary": vocabulary, "value": "the position of the value in vocabulary",
+                "preprocess": {"encoding": "vocabulary_index", "vocabulary": vocabulary, "value": "the position of the value in vocabulary",
                                "unknown_index": 0, "missing_index": missing, "compare": SAME_AS_TRAINING}}
 
     def export_examples(self) -> list:

@@ -345,7 +345,7 @@ class Feature(base.Feature):
     def export_entry(self) -> dict:
         (height, width), channels = self.config.size, self.config.channels
         return {"tensor": tensor_entry(self.config.name, "uint8", ["rows", channels, height, width]),
-                "preprocess": {"size": [height, width], "channels": channels, "layout": "NCHW",
+                "preprocess": {"encoding": "pixels", "size": [height, width], "channels": channels, "layout": "NCHW",
                                "value": "the decoded image converted to grey (L, ITU-R 601-2) or RGB, resized "
                                         "bilinearly to size; missing images: every pixel the training mean colour",
                                "inside_the_model": "scaling by the training mean and std", "stats": self.stats}}

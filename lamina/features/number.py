@@ -24,7 +24,6 @@ from lamina.features.common import (LinearHead, describe_cell, missing_mask, rai
 CAN_BE_OUTPUT = True
 CAN_BE_INPUT = True
 READ_AS = "number"  # a file's column is left to the reader's number parsing (parse() checks each cell)
-MAIN_METRIC = ("rmse", "min")  # (metric, better direction) used for early stopping and comparisons
 
 
 class Options(BaseModel):
@@ -186,6 +185,7 @@ class PlainBlock(nn.Module):
 
 
 class Feature(base.OutputFeature):
+    MAIN_METRIC = "rmse"
     def __init__(self, config):
         self.config = config
         self.stats: dict = {}
@@ -301,7 +301,7 @@ class Feature(base.OutputFeature):
     # ---- export: filling and normalisation run inside the graph ----
     def export_entry(self) -> dict:
         return {"tensor": tensor_entry(self.config.name, "float32", ["rows"]),
-                "preprocess": {"value": "the number; NaN where missing", "inside_the_model": "missing-value filling "
+                "preprocess": {"encoding": "number", "value": "the number; NaN where missing", "inside_the_model": "missing-value filling "
                                f"and '{self.config.normalize}' normalisation", "stats": self.stats}}
 
     def export_examples(self) -> list:

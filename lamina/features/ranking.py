@@ -24,7 +24,6 @@ from lamina.features.common import as_strings, missing_mask
 CAN_BE_OUTPUT = True
 CAN_BE_INPUT = False
 READ_AS = "string"  # item ids are text: the id "007" is not the number 7
-MAIN_METRIC = ("ndcg_at_10", "max")
 MAIN_K = 10  # hit rate and NDCG are always also measured at 10, the field's usual cut-off
 FULL_SOFTMAX_ITEMS = 20_000  # negatives: auto scores every item up to this catalogue size (better and, on
 AUTO_NEGATIVES = 1_000       # MovieLens' 1,682 movies, faster than 500 sampled ones); beyond, this many random
@@ -124,6 +123,7 @@ class Head(nn.Module):
 class Feature(base.OutputFeature):
     """An item as an output: the catalogue, item side features and the users' histories are learned
     from the training rows."""
+    MAIN_METRIC = "ndcg_at_10"
 
     def __init__(self, config):
         self.config = config

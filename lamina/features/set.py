@@ -23,7 +23,6 @@ from lamina.features.common import (Apply, LinearHead, cell_text, missing_mask, 
 CAN_BE_OUTPUT = True
 CAN_BE_INPUT = True
 READ_AS = "string"  # a file's column is read as text (labels like 007 keep their zeros), lists as lists
-MAIN_METRIC = ("f1_micro", "max")
 
 
 class Options(BaseModel):
@@ -72,6 +71,7 @@ class Encoder(nn.Module):
 
 
 class Feature(base.OutputFeature):
+    MAIN_METRIC = "f1_micro"
     def __init__(self, config):
         self.config = config
         self.stats: dict = {}
@@ -180,7 +180,7 @@ class Feature(base.OutputFeature):
     def export_entry(self) -> dict:
         labels = self.stats["labels"]
         return {"tensor": tensor_entry(self.config.name, "float32", ["rows", len(labels)]),
-                "preprocess": {"labels": labels, "delimiter": self.config.delimiter,
+                "preprocess": {"encoding": "multi_hot", "labels": labels, "delimiter": self.config.delimiter,
                                "value": "multi-hot: 1.0 at the position of each label present (a cell is a list "
                                         "or a delimited string); unknown labels are ignored"}}
 

@@ -27,7 +27,6 @@ from lamina.features.text_encoders import Precomputed, pretrained_folder, token_
 CAN_BE_OUTPUT = True
 CAN_BE_INPUT = True
 READ_AS = "string"  # a file's column is read as text: "007" stays "007", never the number 7
-MAIN_METRIC = ("token_accuracy", "max")
 
 PAD, UNKNOWN, START, END = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
 SPECIAL = [PAD, UNKNOWN, START, END]  # ids 0..3 in every tokenizer lamina trains
@@ -130,6 +129,7 @@ def train_tokenizer(corpus: list[str], options, lowercase: bool) -> "tokenizers.
 
 
 class Feature(base.OutputFeature):
+    MAIN_METRIC = "token_accuracy"
     generates = True  # as an output, a sentence written token by token (see Network.forward)
 
     def __init__(self, config):
