@@ -14,24 +14,13 @@ import torch
 
 from lamina import artifact, compare as comparison, evaluation, features, sampling, train
 from lamina.config import Config, load_config
-from lamina.data import (add_absent_labels, check_columns, columns_of, columns_read, learning_rows, read_table,
-                         rows_located, rows_to_keep, split_rows, tensors)
+from lamina.data import (check_columns, columns_of, labelled_rows, learning_rows, read_rows, rows_located,
+                         rows_to_keep, split_rows, tensors)
 from lamina.errors import ArtifactError, DataError
 from lamina.network import Network
 
 GENERATION_ROWS = 1000  # train/validation rows whose text outputs are generated for the final metrics
 RANKING_CHUNK = 2048  # rows scored at once against every item of a ranking output
-
-
-def _frame(data: Any, config: Config) -> tuple[pd.DataFrame, str]:
-    """Like read_table (a file's columns read as the config's features want them), but also takes
-    one row as a dict or rows as a list of dicts."""
-    if isinstance(data, dict):
-        data = pd.DataFrame([data]) if all(not isinstance(v, (list, tuple)) for v in data.values()) \
-            else pd.DataFrame(data)
-    elif isinstance(data, list):
-        data = pd.DataFrame(data)
-    return read_table(data, features.read_types(config))
 
 
 def _rows_located(method):
@@ -78,12 +67,10 @@ class Model:
         """Split the data, learn the preprocessing on the training rows, train, and measure on the
         validation and test rows. With `output_dir`, checkpoints each epoch and saves the model."""
         config = self.config
-        frame, source = _frame(data, config)
-        frame = add_absent_labels(frame, config.outputs)
         torch.manual_seed(config.training.seed)
         inputs = [features.build(feature) for feature in config.inputs]
         outputs = [features.build(feature) for feature in config.outputs]
-        check_columns(frame, columns_read(inputs + outputs), source)
+        frame, source = labelled_rows(data, config, inputs, outputs)
         keep = rows_to_keep(frame, inputs, outputs)
         frame = frame[keep]
         if frame.empty:
@@ -141,9 +128,7 @@ class Model:
     def evaluate(self, data: Any) -> dict:
         """Loss and metrics of every output on labelled data: {'loss': x, output: {metric: value}}."""
         self._check_fitted()
-        frame, source = _frame(data, self.config)
-        frame = add_absent_labels(frame, self.config.outputs)
-        check_columns(frame, columns_read(self.inputs_ + self.outputs_), source)
+        frame, source = labelled_rows(data, self.config, self.inputs_, self.outputs_)
         frame = frame[rows_to_keep(frame, self.inputs_, self.outputs_)]
         if frame.empty:
             raise DataError(f"{source} has no rows with the outputs filled in; nothing to evaluate")
@@ -154,7 +139,7 @@ class Model:
     def predict(self, data: Any) -> pd.DataFrame:
         """Predictions for every row: one column per output, plus probabilities for classifiers."""
         self._check_fitted()
-        frame, source = _frame(data, self.config)
+        frame, source = read_rows(data, self.config)
         if frame.empty:
             raise DataError(f"{source} has no rows; nothing to predict")
         check_columns(frame, [f.config.name for f in self.inputs_], source)
@@ -193,7 +178,7 @@ class Model:
             frame = feature.profiles([str(user) for user in users])
             source = "the users"
         else:
-            frame, source = _frame(users, self.config)
+            frame, source = read_rows(users, self.config)
         if frame.empty:
             raise DataError(f"{source} has no rows; nothing to recommend")
         check_columns(frame, [f.config.name for f in self.inputs_], source)
@@ -229,7 +214,7 @@ class Model:
         from lamina.explain import explain
 
         self._check_fitted()
-        frame, source = _frame(rows, self.config)
+        frame, source = read_rows(rows, self.config)
         if frame.empty:
             raise DataError(f"{source} has no rows; nothing to explain")
         check_columns(frame, [f.config.name for f in self.inputs_], source)
@@ -245,11 +230,9 @@ class Model:
         from lamina.explain import importance
 
         self._check_fitted()
-        frame, source = _frame(data, self.config)
+        frame, source = labelled_rows(data, self.config, self.inputs_, self.outputs_)
         if frame.empty:
             raise DataError(f"{source} has no rows; nothing to measure")
-        frame = add_absent_labels(frame, self.config.outputs)
-        check_columns(frame, columns_read(self.inputs_ + self.outputs_), source)
         return importance(self, frame, output, target, method, rows, repeats, seed)
 
     def save(self, path: str | Path) -> Path:

@@ -12,9 +12,8 @@ import pandas as pd
 import torch
 
 from lamina.version import __version__
-from lamina import baseline, features, train
-from lamina.data import (add_absent_labels, check_columns, columns_of, columns_read, learning_rows, read_table,
-                         rows_to_keep, split_rows, tensors)
+from lamina import baseline, train
+from lamina.data import columns_of, labelled_rows, learning_rows, rows_to_keep, split_rows, tensors
 from lamina.errors import ArtifactError, DataError
 from lamina.features.base import Unsupported
 
@@ -76,9 +75,7 @@ def split_as_trained(model, data: Any) -> tuple[pd.DataFrame, dict[str, np.ndarr
     if not recorded:
         raise ArtifactError("this model keeps no record of its training rows (history.json has no 'rows'); "
                             "train it again with this version of lamina")
-    frame, source = read_table(data, features.read_types(model.config))  # read as Model.fit read it
-    frame = add_absent_labels(frame, model.config.outputs)
-    check_columns(frame, columns_read(model.inputs_ + model.outputs_), source)
+    frame, source = labelled_rows(data, model.config, model.inputs_, model.outputs_)  # as Model.fit read it
     frame = frame[rows_to_keep(frame, model.inputs_, model.outputs_)]
     parts = split_rows(frame, model.config)
     counts = {part: int(len(rows)) for part, rows in parts.items()}

@@ -263,6 +263,27 @@ def add_absent_labels(frame: pd.DataFrame, outputs: list) -> pd.DataFrame:
     return frame.assign(**absent) if absent else frame
 
 
+def read_rows(data: Any, config: Config) -> tuple[pd.DataFrame, str]:
+    """Like read_table (a file's columns read as the config's features want them), but also takes
+    one row as a dict or rows as a list of dicts."""
+    if isinstance(data, dict):
+        data = pd.DataFrame([data]) if all(not isinstance(v, (list, tuple)) for v in data.values()) \
+            else pd.DataFrame(data)
+    elif isinstance(data, list):
+        data = pd.DataFrame(data)
+    return read_table(data, features.read_types(config))
+
+
+def labelled_rows(data: Any, config: Config, inputs: list, outputs: list) -> tuple[pd.DataFrame, str]:
+    """The rows a model learns from or is measured on, as fit, evaluate, importance and compare read
+    them: read as the features want, an absent optional label column added, every column the built
+    features read checked to be there. (Which rows are usable is rows_to_keep's to say.)"""
+    frame, source = read_rows(data, config)
+    frame = add_absent_labels(frame, config.outputs)
+    check_columns(frame, columns_read(inputs + outputs), source)
+    return frame, source
+
+
 def split_rows(frame: pd.DataFrame, config: Config) -> dict[str, np.ndarray]:
     """Positions of the train / validation / test rows, reproducible for a given seed."""
     split: Split = config.split
