@@ -33,7 +33,7 @@ def _feature_model(type_name: str, role: str) -> type[BaseModel]:
 
     def check_options(feature: BaseModel) -> BaseModel:  # the Options' own checks across keys
         try:
-            options.model_validate({key: getattr(feature, key) for key in options.model_fields})
+            options.model_validate({key: value for key, value in dict(feature).items() if key in options.model_fields})
         except ValidationError as error:
             raise ValueError(error.errors()[0]["msg"].removeprefix("Value error, ")) from None
         return feature

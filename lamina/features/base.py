@@ -1,6 +1,35 @@
-"""The type protocol: `Feature` (an input column) and `OutputFeature` (a column that can also be
-predicted). Every data type subclasses one of them; code outside lamina/features/ only calls these
-methods, never compares a type's name. Each optional capability has a documented default here.
+"""The type protocol, the whole contract of a data type. A type's `Feature` class subclasses `Feature`
+(an input) or `OutputFeature` (it can also be predicted). Code outside lamina/features/ calls these
+methods and never compares a type's name; where a type cannot do something, its own method raises
+`Unsupported` with one clear message. [required] must be defined; else the default is in brackets.
+A feature holds `config` (its validated options) and `stats` (learned on the training rows, JSON-able).
+
+Feature (every input)
+  reading      reads() other columns it reads [none]; fit(column) [required]: learn stats;
+               transform(column) [required]: a tensor (B, ...) or a LazyColumn of file-backed cells;
+               bad_rows(column), drops_missing() rows left out [none, missing: drop];
+               nested_inputs() input configs inside its options [{}]; resampling() [None]
+  network      encoder() [required]: (B, ...) -> (B, output_size); block() a module computing a run of
+               such encoders at once [None]; gives_memory() token states for a decoder [False]
+  serving      request_field() how a request sends it [Unsupported]; served_metadata() [{}]
+  export       export_entry(), export_examples() [Unsupported]
+  classic ML   classic_encoder(style, seed) [summary statistics]; stats_mismatch(column) [None]
+  explanation  attribution_point(encoder, values) [Unsupported]; baseline_description() [""];
+               heat_map_background(encoder, value) [Unsupported]
+OutputFeature adds
+  learning     MAIN_METRIC [required]; head(trunk) [required], called as head(hidden (B, H), HeadContext);
+               target(column), loss(output, target), decode(output), metrics(target, output) [required];
+               generates [False]; summary(output, target) [output]; decode_rows(output, rows) [decode];
+               training_rows(column) [all]; absent_label() [None: required]; stratifies() [False]
+  after it     tunes(), tune(target, output), tunes_without_validation(), tuned_setting() [no tuning];
+               recommends(), remember_profiles(frame, input_names) [False, nothing]
+  export       export_output(), export_output_entry() [Unsupported]
+  classic ML   classic_task() [Unsupported]; classic_raw(scores) [Unsupported];
+               classic_threshold(truth, scores) [None]; bootstrap_metric() [metrics, slow]
+  explanation  main_metric(); explained_score(label) [Unsupported]; explained_labels() [None];
+               explain_rows(model, frame, method) [None: by attributions]
+  report       evaluation_data(rows, predicted, inputs) [None]; report_plots(data) [[]]
+Each method's docstring says what it must return. Adding a type: README.md, "Development".
 """
 from __future__ import annotations
 
@@ -37,28 +66,8 @@ class HeadContext:
 
 
 class Feature:
-    """One column of data: its options (`config`), its learned statistics (`stats`, JSON-able, fitted
-    on the training rows only) and its input layer. A type file subclasses this (or OutputFeature).
-
-    A type must define:
-      fit(column)             learn `stats` from the training rows' column
-      transform(column)       the column -> a tensor (B, ...) or a LazyColumn for file-backed cells
-      encoder()               its input layer: an nn.Module with `output_size`, (B, ...) -> (B, output_size)
-    and may override (defaults in brackets):
-      reads()                 other columns fit/transform/target also read [none]
-      bad_rows(column)        rows to leave out, e.g. unreadable files with on_error: skip [none]
-      drops_missing()         rows missing this column are left out [config.missing == 'drop']
-      block()                 a module class that computes a run of such encoders at once [None]
-      gives_memory()          its encoder has `state_size` and `encode` giving token states [False]
-    Surfaces (sections below; each method's docstring says what to return):
-      serving, export, classic baseline, explanation, report.
-      request_field()         serving: how a request sends this input [Unsupported]
-      served_metadata()       serving: values and statistics shown by /metadata [{}]
-      attribution_point(encoder, values), baseline_description(), heat_map_background(encoder, value)
-                              explanation: where it is attributed, its baseline, its heat map's picture
-      classic_encoder(style, seed), stats_mismatch(column)
-                              classic baseline: its classic features; whether data is not the training data
-    """
+    """One column of data as an input: its options (`config`), learned statistics (`stats`) and input
+    layer. The module docstring lists the contract; each method says what a type must return."""
 
     def __init__(self, config, stats: dict[str, Any] | None = None):
         self.config = config
@@ -79,9 +88,11 @@ class Feature:
         return []
 
     def fit(self, column: pd.Series) -> None:
+        """Learn `stats` (JSON-able) from the training rows' column (a frame when reads() names others)."""
         raise NotImplementedError(f"{type(self).__module__}.Feature must define fit")
 
     def transform(self, column: pd.Series) -> Any:
+        """The column as the encoder's input: a tensor (B, ...) or a LazyColumn (features/columns.py)."""
         raise NotImplementedError(f"{type(self).__module__}.Feature must define transform")
 
     def bad_rows(self, column: pd.Series) -> np.ndarray | None:
@@ -105,6 +116,7 @@ class Feature:
 
     # ---- the network ----
     def encoder(self) -> nn.Module:
+        """The input layer: an nn.Module with `output_size`, mapping transform's (B, ...) to (B, output_size)."""
         raise NotImplementedError(f"{type(self).__module__}.Feature must define encoder")
 
     def block(self) -> type | None:
@@ -192,44 +204,30 @@ class Feature:
 
 
 class OutputFeature(Feature):
-    """A type that can also be predicted: head, target, loss, decoding and metrics.
-
-    A type must define:
-      head(trunk)             the output layer, an nn.Module called as head(hidden (B, H), context)
-      target(column)          the column -> the tensor `loss` and `metrics` compare with
-      loss(output, target)    a scalar tensor
-      decode(output)          {column name or name_suffix: list of user-facing values, one per row}
-      metrics(target, output) {metric name: float}; the class's MAIN_METRIC names the main one
-    and may override:
-      generates               class attribute: its head writes a sequence and needs the token memory
-      summary(output, target) what evaluation keeps of a batch's output (whole-table logits may not fit)
-      training_rows(column)   which training rows the model learns from [all]
-      tunes() / tune(target, output)   choose settings on validation rows after training [no-op]
-      tunes_without_validation()       whether tune runs on the training rows when there are no others
-      recommends()            whether it ranks items for users (see Model.recommend)
-      classic_task(), classic_raw(scores), classic_threshold(truth, scores), bootstrap_metric()
-                              comparison: the classic task, its scores as raw output, its threshold, fast metric
-      explained_score(label), explained_labels(), explain_rows(model, frame, method)
-                              explanation: what is attributed [Unsupported], target= labels, an own way
-      evaluation_data(rows, predicted, inputs), report_plots(data)   the report's plots [none]
-    """
+    """A type that can also be predicted: head, target, loss, decoding and metrics, and what comes
+    after training (tuning, export, the classic baseline, explanation, the report)."""
 
     MAIN_METRIC = ""  # the metric that stands for this output (a key of `metrics`); every output type sets it
     generates = False
 
     def head(self, trunk: Trunk) -> nn.Module:
+        """The output layer built from the Trunk; called as head(hidden (B, H), HeadContext) -> raw output."""
         raise NotImplementedError(f"{type(self).__module__}.Feature must define head")
 
     def target(self, column: pd.Series) -> torch.Tensor:
+        """The column as what `loss` and `metrics` compare the raw output with (B, ...)."""
         raise NotImplementedError(f"{type(self).__module__}.Feature must define target")
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """A scalar tensor to minimise, from the head's raw output and the target."""
         raise NotImplementedError(f"{type(self).__module__}.Feature must define loss")
 
     def decode(self, output: torch.Tensor) -> dict[str, Any]:
+        """{column name, or name_suffix: one user-facing value per row} from the raw output."""
         raise NotImplementedError(f"{type(self).__module__}.Feature must define decode")
 
     def metrics(self, target: torch.Tensor, output: torch.Tensor) -> dict[str, float]:
+        """{metric name: float} of the raw outputs (or their `summary`) against the targets; MAIN_METRIC among them."""
         raise NotImplementedError(f"{type(self).__module__}.Feature must define metrics")
 
     def summary(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

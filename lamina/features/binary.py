@@ -317,7 +317,8 @@ class Feature(base.OutputFeature):
     # ---- export: calibration (the temperature) runs inside the graph ----
     def export_entry(self) -> dict:
         return {"tensor": tensor_entry(self.config.name, "float32", ["rows"]),
-                "preprocess": {"encoding": "label_pair", "labels": self.stats["labels"], "value": "0.0 for labels[0], 1.0 for labels[1], NaN "
+                "preprocess": {"encoding": "label_pair",
+                               "labels": self.stats["labels"], "value": "0.0 for labels[0], 1.0 for labels[1], NaN "
                                "where missing or another value", "compare": SAME_AS_TRAINING}}
 
     def export_examples(self) -> list:

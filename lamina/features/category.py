@@ -245,7 +245,8 @@ class Feature(base.OutputFeature):
         missing = vocabulary.index(MISSING) if self.config.missing == "category" else \
             (vocabulary.index(labels[0]) if labels[0] in vocabulary else 0)
         return {"tensor": tensor_entry(self.config.name, "int64", ["rows"]),
-                "preprocess": {"encoding": "vocabulary_index", "vocabulary": vocabulary, "value": "the position of the value in vocabulary",
+                "preprocess": {"encoding": "vocabulary_index",
+                               "vocabulary": vocabulary, "value": "the position of the value in vocabulary",
                                "unknown_index": 0, "missing_index": missing, "compare": SAME_AS_TRAINING}}
 
     def export_examples(self) -> list:

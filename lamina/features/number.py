@@ -301,7 +301,8 @@ class Feature(base.OutputFeature):
     # ---- export: filling and normalisation run inside the graph ----
     def export_entry(self) -> dict:
         return {"tensor": tensor_entry(self.config.name, "float32", ["rows"]),
-                "preprocess": {"encoding": "number", "value": "the number; NaN where missing", "inside_the_model": "missing-value filling "
+                "preprocess": {"encoding": "number",
+                               "value": "the number; NaN where missing", "inside_the_model": "missing-value filling "
                                f"and '{self.config.normalize}' normalisation", "stats": self.stats}}
 
     def export_examples(self) -> list:

@@ -273,7 +273,8 @@ class Feature(base.OutputFeature):
     # ---- export: filling and normalisation run inside the graph ----
     def export_entry(self) -> dict:
         return {"tensor": tensor_entry(self.config.name, "float32", ["rows", self.length]),
-                "preprocess": {"encoding": "numbers", "value": f"the {self.length} components of the cell (a list, or numbers separated "
+                "preprocess": {"encoding": "numbers",
+                               "value": f"the {self.length} components of the cell (a list, or numbers separated "
                                         f"by ','); a row of NaN where the cell is missing",
                                "inside_the_model": f"missing-value filling and '{self.config.normalize}' "
                                                    f"normalisation", "stats": self.stats}}
