@@ -254,3 +254,20 @@ def test_every_output_draws_its_report_section_from_its_saved_evaluation_data(ty
     assert "column" in model.evaluation_, "fit keeps the test rows' evaluation_data for the report"
     section = report.plots_section(model)
     assert f"<h3>column ({type_name}, " in section and section.count("<img") + section.count("<table") >= 1
+
+
+# ---- what an anomaly score rebuilds ----
+@pytest.mark.parametrize("type_name", features.input_types())
+def test_an_input_an_anomaly_score_rebuilds_gives_a_finite_error_per_row(type_name):
+    feature = make(type_name, "input")
+    column = sample(type_name)
+    feature.fit(columns(feature, column))
+    part = feature.reconstruction()
+    if part is None:
+        return  # not rebuilt: the anomaly output leaves such inputs out of its score
+    values = feature.transform(column)
+    piece = torch.randn(len(column), part.width, requires_grad=True)
+    error = part.error(piece, part.normalizer(values))
+    assert error.shape == (len(column),) and torch.isfinite(error).all()
+    error.sum().backward()
+    assert torch.isfinite(piece.grad).all()

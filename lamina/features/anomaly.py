@@ -17,10 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn import metrics as skm
 from torch import nn
 
-from lamina.features import attribution, base, plots
 from lamina.errors import ConfigError, DataError
-from lamina.features import classic
-from lamina.features import number
+from lamina.features import attribution, base, classic, plots
 from lamina.features.common import as_strings, missing_mask
 
 CAN_BE_OUTPUT = True
@@ -28,7 +26,6 @@ CAN_BE_INPUT = False
 READ_AS = "string"  # labels are text, as normal / 0 / benign were seen
 UNLABELLED = "<unlabelled>"  # the cells of a label column the data does not have (see Feature.absent_label)
 NORMAL_WORDS = {"normal", "0", "false", "no", "n", "f", "benign", "legitimate", "negative", "ok"}
-RECONSTRUCTED = ("number", "binary", "category")  # input types the decoder rebuilds
 
 
 class Options(BaseModel):
@@ -45,35 +42,23 @@ class Options(BaseModel):
 
 
 class Decoder(nn.Module):
-    """Rebuilds each number / binary / category input from the last hidden layer; the score of a
-    row is its mean reconstruction error over those inputs (squared error of the normalised number,
-    cross-entropy of the binary or category value)."""
+    """Rebuilds each input whose type says how (`Feature.reconstruction`: numbers, binary and category
+    values) from the last hidden layer; the score of a row is its mean reconstruction error over them."""
 
-    def __init__(self, input_size: int, parts: list[tuple[str, str, dict, str]], decoder_size: int):
+    def __init__(self, input_size: int, parts: list[tuple[str, base.Reconstruction]], decoder_size: int):
         super().__init__()
-        self.names = [name for name, _, _, _ in parts]
-        self.kinds = [kind for _, kind, _, _ in parts]
-        self.widths = [len(stats["vocabulary"]) if kind == "category" else 1 for _, kind, stats, _ in parts]
-        self.normalizers = nn.ModuleList(number.Normalize(stats, normalize) if kind == "number" else nn.Identity()
-                                         for _, kind, stats, normalize in parts)
-        self.fills = [float(stats.get("fill", 0.0)) for _, _, stats, _ in parts]
+        self.names = [name for name, _ in parts]
+        self.rebuilt = [part for _, part in parts]
+        self.widths = [part.width for part in self.rebuilt]
+        self.normalizers = nn.ModuleList(part.normalizer for part in self.rebuilt)  # saved as before: same keys
         self.layers = nn.Sequential(nn.Linear(input_size, decoder_size), nn.ReLU(),
                                     nn.Linear(decoder_size, sum(self.widths)))
 
     def errors(self, hidden: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-row, per-input reconstruction errors (B, inputs)."""
         pieces = torch.split(self.layers(hidden), self.widths, dim=1)  # each (B, width)
-        columns = []
-        for name, kind, piece, normalize, fill in zip(self.names, self.kinds, pieces, self.normalizers, self.fills):
-            value = inputs[name]
-            if kind == "number":
-                columns.append((piece.squeeze(1) - normalize(value)) ** 2)
-            elif kind == "binary":
-                goal = torch.where(torch.isnan(value), torch.full_like(value, fill), value)
-                columns.append(nn.functional.binary_cross_entropy_with_logits(piece.squeeze(1), goal,
-                                                                              reduction="none"))
-            else:
-                columns.append(nn.functional.cross_entropy(piece, value, reduction="none"))
+        columns = [part.error(piece, normalize(inputs[name]))
+                   for name, part, piece, normalize in zip(self.names, self.rebuilt, pieces, self.normalizers)]
         return torch.stack(columns, dim=1)  # (B, inputs)
 
     def forward(self, hidden: torch.Tensor, context) -> torch.Tensor:  # -> (B,)
@@ -132,7 +117,6 @@ def measure(truth: np.ndarray, scores: np.ndarray, false_positive_rate: float,
 
 class Feature(base.OutputFeature):
     MAIN_METRIC = "roc_auc"
-    reads_inputs = True  # its head is built from the input features and reads their tensors
 
     def __init__(self, config):
         self.config = config
@@ -155,12 +139,16 @@ class Feature(base.OutputFeature):
 
     def head(self, trunk: base.Trunk) -> nn.Module:
         inputs = trunk.inputs
-        parts = [(feature.config.name, feature.config.type, feature.stats, getattr(feature.config, "normalize", ""))
-                 for feature in inputs if feature.config.type in RECONSTRUCTED]
+        parts = [(feature.config.name, feature.reconstruction()) for feature in inputs]
+        parts = [(name, part) for name, part in parts if part is not None]
         if not parts:
-            kinds = sorted({feature.config.type for feature in inputs})
+            from lamina.features import REGISTRY  # late: this module is one of the registry's
+
+            kinds = sorted({feature.type_name for feature in inputs})
+            rebuilt = [name for name, module in REGISTRY.items()
+                       if module.Feature.reconstruction is not base.Feature.reconstruction]
             raise ConfigError(f"anomaly output '{self.config.name}' has no inputs to reconstruct: it rebuilds "
-                              f"number, binary and category inputs, and the inputs are of type {kinds}; add such "
+                              f"{', '.join(rebuilt)} inputs, and the inputs are of type {kinds}; add such "
                               f"inputs")
         return Decoder(trunk.size, parts, self.config.decoder_size)
 

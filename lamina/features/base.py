@@ -10,7 +10,8 @@ Feature (every input)
                bad_rows(column), drops_missing() rows left out [none, missing: drop];
                nested_inputs() input configs inside its options [{}]; resampling() [None]
   network      encoder() [required]: (B, ...) -> (B, output_size); block() a module computing a run of
-               such encoders at once [None]; gives_memory() token states for a decoder [False]
+               such encoders at once [None]; gives_memory() token states for a decoder [False];
+               reconstruction() how an anomaly score rebuilds it [None: not rebuilt]
   serving      request_field() how a request sends it [Unsupported]; served_metadata() [{}]
   export       export_entry(), export_examples() [Unsupported]
   classic ML   classic_encoder(style, seed) [summary statistics]; stats_mismatch(column) [None]
@@ -34,7 +35,7 @@ Each method's docstring says what it must return. Adding a type: README.md, "Dev
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -63,6 +64,14 @@ class HeadContext:
     inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # input tensors by name
     memory: list = field(default_factory=list)  # (states (B, T, S), padding (B, T)) per memory-giving input
     target: torch.Tensor | None = None  # this head's target while training (teacher forcing, negatives)
+
+
+@dataclass
+class Reconstruction:
+    """How an anomaly score's decoder rebuilds an input (see Feature.reconstruction)."""
+    width: int  # values the decoder gives per row for this input (1, or the number of classes)
+    error: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (piece (B, width), value (B,)) -> error (B,)
+    normalizer: nn.Module = field(default_factory=nn.Identity)  # the input's tensor -> the value error compares
 
 
 class Feature:
@@ -112,6 +121,12 @@ class Feature:
         """(method 'over' or 'under', ratio) when this output resamples its classes' training rows
         (`sampling`, `sampling_ratio`); its `target` then gives class codes that stats['labels'] names,
         and its config has `class_weights`. None: the training rows stay as they are."""
+        return None
+
+    def reconstruction(self) -> Reconstruction | None:
+        """How an anomaly output's decoder rebuilds this input from the last hidden layer (a
+        Reconstruction: its width, its error per row and the normaliser whose constants it holds), or
+        None: this input is not rebuilt. Default: None."""
         return None
 
     # ---- the network ----

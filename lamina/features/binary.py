@@ -7,6 +7,7 @@ validation rows (best F1, a minimum precision or recall, or the least total cost
 from __future__ import annotations
 
 import warnings
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -91,6 +92,11 @@ class Options(BaseModel):
         return self
 
 
+def _logit_error(piece: torch.Tensor, value: torch.Tensor, fill: float) -> torch.Tensor:  # (B, 1), (B,) -> (B,)
+    goal = torch.where(torch.isnan(value), torch.full_like(value, fill), value)
+    return nn.functional.binary_cross_entropy_with_logits(piece.squeeze(1), goal, reduction="none")
+
+
 class Encoder(nn.Module):
     """Input layer of a binary value: -1/+1, the fill for missing values, and a missing flag."""
 
@@ -161,6 +167,10 @@ class Feature(base.OutputFeature):
                             f"({negative!r} or {positive!r}); write it as one of them, leave the cell empty if it "
                             f"is missing, or declare the column type: category")
         return torch.from_numpy(encoded)  # (N,), NaN for missing values
+
+    def reconstruction(self) -> base.Reconstruction:
+        """An anomaly score rebuilds the value as a logit; a missing one counts as the training fill."""
+        return base.Reconstruction(1, partial(_logit_error, fill=float(self.stats.get("fill", 0.0))))
 
     def encoder(self) -> nn.Module:
         return Encoder(self.stats)

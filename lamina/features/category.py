@@ -61,6 +61,10 @@ class Options(BaseModel):
         return self
 
 
+def _class_error(piece: torch.Tensor, value: torch.Tensor) -> torch.Tensor:  # (B, V), (B,) -> (B,)
+    return nn.functional.cross_entropy(piece, value, reduction="none")
+
+
 class Encoder(nn.Module):
     def __init__(self, vocabulary_size: int, embedding_size: int):
         super().__init__()
@@ -110,6 +114,10 @@ class Feature(base.OutputFeature):
         else:  # most_frequent; rows of 'drop' are removed before this while training
             codes[missing] = index.get(self.stats["labels"][0], 0)
         return torch.from_numpy(codes)  # (N,)
+
+    def reconstruction(self) -> base.Reconstruction:
+        """An anomaly score rebuilds the value as a class among the vocabulary: cross-entropy."""
+        return base.Reconstruction(len(self.stats["vocabulary"]), _class_error)
 
     def encoder(self) -> nn.Module:
         size = self.config.embedding_size or min(64, round(1.6 * len(self.stats["vocabulary"]) ** 0.56))

@@ -164,6 +164,10 @@ class Encoder(nn.Module):
         return encoded
 
 
+def squared_error(piece: torch.Tensor, value: torch.Tensor) -> torch.Tensor:  # (B, 1), (B,) -> (B,)
+    return (piece.squeeze(1) - value) ** 2
+
+
 class PlainBlock(nn.Module):
     """Consecutive number columns with `encoding: plain` (no log, no missing flag) computed as one
     (B, K) block: one stack, one fill and one multiply-add per batch instead of K encoder calls,
@@ -223,6 +227,10 @@ class Feature(base.OutputFeature):
         if self.config.missing == "error":
             raise_if_missing(column, self.config.name)
         return to_float_tensor(parse(column, self.config.name))  # (N,), NaN where missing
+
+    def reconstruction(self) -> base.Reconstruction:
+        """An anomaly score rebuilds the normalised number; its error is the squared difference."""
+        return base.Reconstruction(1, squared_error, Normalize(self.stats, self.config.normalize))
 
     def encoder(self) -> nn.Module:
         return Encoder(self.config, self.stats)
