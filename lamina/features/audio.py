@@ -247,6 +247,7 @@ CELLS = files.Cells("sound", describe, decode_one, stack_clips)  # a LazyColumn 
 # --- the feature -------------------------------------------------------------------------------
 
 class Feature(base.Feature):
+    describes_items = False  # cells read lazily or sequence-shaped: not a ranking's item side
     def __init__(self, config):
         self.config = config
         self.stats: dict = {}

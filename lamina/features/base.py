@@ -8,7 +8,8 @@ Feature (every input)
   reading      reads() other columns it reads [none]; fit(column) [required]: learn stats;
                transform(column) [required]: a tensor (B, ...) or a LazyColumn of file-backed cells;
                bad_rows(column), drops_missing() rows left out [none, missing: drop];
-               nested_inputs() input configs inside its options [{}]; resampling() [None]
+               nested_inputs() input configs inside its options [{}]; resampling() [None];
+               describes_items: it may describe a ranking's items [True]
   network      encoder() [required]: (B, ...) -> (B, output_size); block() a module computing a run of
                such encoders at once [None]; gives_memory() token states for a decoder [False];
                reconstruction() how an anomaly score rebuilds it [None: not rebuilt]
@@ -77,6 +78,8 @@ class Reconstruction:
 class Feature:
     """One column of data as an input: its options (`config`), learned statistics (`stats`) and input
     layer. The module docstring lists the contract; each method says what a type must return."""
+
+    describes_items = True  # whether it can describe a ranking's items (item_inputs): a small cell per item
 
     def __init__(self, config, stats: dict[str, Any] | None = None):
         self.config = config

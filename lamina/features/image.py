@@ -275,6 +275,7 @@ def infer_options(paths: Sequence[str]) -> dict:
 # --- the feature -------------------------------------------------------------------------------
 
 class Feature(base.Feature):
+    describes_items = False  # cells read lazily or sequence-shaped: not a ranking's item side
     def __init__(self, config):
         self.config = config
         self.stats: dict = {}

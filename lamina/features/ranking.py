@@ -27,7 +27,6 @@ READ_AS = "string"  # item ids are text: the id "007" is not the number 7
 MAIN_K = 10  # hit rate and NDCG are always also measured at 10, the field's usual cut-off
 FULL_SOFTMAX_ITEMS = 20_000  # negatives: auto scores every item up to this catalogue size (better and, on
 AUTO_NEGATIVES = 1_000       # MovieLens' 1,682 movies, faster than 500 sampled ones); beyond, this many random
-UNSUITED = ("image", "audio", "timeseries", "text")  # cells read lazily or sequence-shaped: not item sides
 
 
 class Options(BaseModel):
@@ -49,9 +48,9 @@ class Options(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "Options":
-        from lamina.features import input_types  # late: this module is itself one of the registry's
+        from lamina.features import REGISTRY, input_types  # late: this module is itself one of the registry's
 
-        allowed = [name for name in input_types() if name not in UNSUITED]
+        allowed = [name for name in input_types() if REGISTRY[name].Feature.describes_items]
         for position, item_input in enumerate(self.item_inputs):
             kind = item_input.get("type") if isinstance(item_input, dict) else None
             if kind not in allowed:

@@ -129,6 +129,7 @@ def train_tokenizer(corpus: list[str], options, lowercase: bool) -> "tokenizers.
 
 
 class Feature(base.OutputFeature):
+    describes_items = False  # cells read lazily or sequence-shaped: not a ranking's item side
     MAIN_METRIC = "token_accuracy"
     generates = True  # as an output, a sentence written token by token (see Network.forward)
 

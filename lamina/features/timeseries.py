@@ -221,6 +221,7 @@ def read_sequences(column: pd.Series, options: Options, name: str, stats: dict) 
 
 
 class Feature(base.Feature):
+    describes_items = False  # cells read lazily or sequence-shaped: not a ranking's item side
     def __init__(self, config):
         self.config = config
         self.stats: dict = {}
