@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lamina.version import __version__
 from lamina import baseline, train
 from lamina.data import columns_of, labelled_rows, learning_rows, rows_to_keep, split_rows, tensors
 from lamina.errors import ArtifactError, DataError
 from lamina.features.base import Unsupported
+from lamina.version import __version__
 
 LATENCY_ROWS = 100  # test rows predicted one at a time to time a single prediction
 

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from lamina.data import tensors
-from lamina.features.columns import LazyColumn
 from lamina.errors import ConfigError, DataError, did_you_mean
 from lamina.features.attribution import RECONSTRUCTION, Point, plain
 from lamina.features.base import HeadContext, Unsupported
+from lamina.features.columns import LazyColumn
 
 METHODS = ("integrated_gradients", "saliency", "input_x_gradient", "deeplift", "gradient_shap", "feature_ablation")
 COMPLETE_METHODS = ("integrated_gradients", "deeplift", "gradient_shap")  # scores sum to output - baseline

@@ -20,12 +20,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lamina.version import __version__
 from lamina.config import nesting_problem
 from lamina.data import tensors
 from lamina.errors import ConfigError, DataError
 from lamina.features.base import Unsupported
 from lamina.features.common import as_strings, missing_mask
+from lamina.version import __version__
 
 FORMATS = {"onnx": "model.onnx", "torch-export": "model.pt2"}
 MANIFEST = "preprocessing.json"

@@ -11,10 +11,10 @@ from typing import Any
 
 import yaml
 
-from lamina.version import __version__
 from lamina import artifact
 from lamina.features.base import Unsupported
 from lamina.features.plots import figure as _figure, png as _png, table as _table, text as _text
+from lamina.version import __version__
 
 EXPLAINED_ROWS = 3  # test rows explained in the report
 IMPORTANCE_ROWS = 2000  # test rows used for permutation importance

@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 
 from lamina import artifact
 from lamina.config import Training
-from lamina.features.columns import batches, row_count
 from lamina.errors import ArtifactError, ConfigError
+from lamina.features.columns import batches, row_count
 from lamina.metrics import direction
 
 BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)

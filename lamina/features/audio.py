@@ -20,15 +20,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from lamina.features import attribution, base
-from lamina.features import audio_requests
-from lamina.features.request import RequestField, Widget
 from lamina.errors import DataError
+from lamina.features import attribution, audio_requests, base, files
 from lamina.features.audio_encoders import Encoder, LogMel, resample
-from lamina.features import files
 from lamina.features.columns import LazyColumn
 from lamina.features.common import Unreadable, decode_cells, raise_if_missing
 from lamina.features.files import first_line
+from lamina.features.request import RequestField, Widget
 
 CAN_BE_OUTPUT = False
 CAN_BE_INPUT = True

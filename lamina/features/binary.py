@@ -18,10 +18,9 @@ from sklearn import metrics as skm
 from torch import nn
 
 from lamina import calibration
-from lamina.features import attribution, base, plots
-from lamina.features.request import RequestField, Widget, as_text
 from lamina.errors import DataError
-from lamina.features import classic
+from lamina.features import attribution, base, classic, plots
+from lamina.features.request import RequestField, Widget, as_text
 from lamina.features.common import (SAME_AS_TRAINING, Apply, LinearHead, as_strings, class_weights, describe_cell,
                                     missing_mask, raise_if_missing, tensor_entry)
 

@@ -12,11 +12,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from lamina.features import attribution, base
-from lamina.features.request import RequestField, Widget, as_text
 from lamina.errors import DataError
-from lamina.features import classic
+from lamina.features import attribution, base, classic
 from lamina.features.common import as_strings, missing_mask, raise_if_missing
+from lamina.features.request import RequestField, Widget, as_text
 
 CAN_BE_OUTPUT = False
 CAN_BE_INPUT = True

@@ -21,17 +21,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from torch import nn
 
-from lamina.features import attribution, base
-from lamina.features import image_requests
-from lamina.features.request import RequestField, Widget
 from lamina.errors import DataError
-from lamina.features import classic
-from lamina.features import files
+from lamina.features import attribution, base, classic, files, image_requests
 from lamina.features.columns import LazyColumn
 from lamina.features.common import Unreadable, decode_cells, describe_cell, tensor_entry
 from lamina.features.files import first_line
 from lamina.features.image_dicom import looks_like_dicom, read_dicom, to_uint8
 from lamina.features.image_encoders import Encoder, read_weights
+from lamina.features.request import RequestField, Widget
 
 CAN_BE_OUTPUT = False
 CAN_BE_INPUT = True

@@ -14,10 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn import metrics as skm
 from torch import nn
 
-from lamina.features import attribution, base, plots
-from lamina.features import classic
-from lamina.features.request import RequestField, Widget, empty_is_missing
 from lamina.errors import DataError
+from lamina.features import attribution, base, classic, plots
+from lamina.features.request import RequestField, Widget, empty_is_missing
 from lamina.features.common import (LinearHead, describe_cell, missing_mask, raise_if_missing, tensor_entry,
                                     to_float_tensor)
 

@@ -16,9 +16,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from lamina.features import base
 from lamina.errors import DataError
-from lamina.features import classic
+from lamina.features import base, classic
 from lamina.features.common import as_strings, missing_mask
 
 CAN_BE_OUTPUT = True

@@ -13,10 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn import metrics as skm
 from torch import nn
 
-from lamina.features import attribution, base
-from lamina.features.request import RequestField, Widget
 from lamina.errors import DataError
-from lamina.features import classic
+from lamina.features import attribution, base, classic
+from lamina.features.request import RequestField, Widget
 from lamina.features.common import (Apply, LinearHead, cell_text, missing_mask, raise_if_missing, tensor_entry,
                                     to_float_tensor)
 

@@ -17,11 +17,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from lamina.features import attribution, base, plots
-from lamina.features.request import RequestField, Widget
 from lamina.errors import DataError
-from lamina.features import classic
+from lamina.features import attribution, base, classic, plots
 from lamina.features.common import cell_text, missing_mask, raise_if_missing
+from lamina.features.request import RequestField, Widget
 from lamina.features.text_encoders import Precomputed, pretrained_folder, token_point
 
 CAN_BE_OUTPUT = True

@@ -19,10 +19,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from lamina.features import attribution, base
-from lamina.features.request import RequestField, Widget
 from lamina.errors import DataError
+from lamina.features import attribution, base
 from lamina.features.common import Unreadable, is_missing_cell, raise_if_missing
+from lamina.features.request import RequestField, Widget
 
 CAN_BE_OUTPUT = False
 CAN_BE_INPUT = True

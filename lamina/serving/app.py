@@ -23,11 +23,11 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import ValidationError
 
-from lamina.version import __version__
 from lamina.errors import ConfigError, DataError
 from lamina.features.request import OVER_BUDGET, Budget
 from lamina.serving import page, schema
 from lamina.serving.batcher import Allowance, Batcher, Busy
+from lamina.version import __version__
 
 log = logging.getLogger("lamina.serve")
 
