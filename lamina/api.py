@@ -7,12 +7,12 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 import torch
 
-from lamina import artifact, compare as comparison, evaluation, features, sampling, train
+from lamina import artifact, compare as comparison, devices, evaluation, features, sampling, streaming, train
 from lamina.config import Config, load_config
 from lamina.data import (check_columns, columns_of, labelled_rows, learning_rows, read_rows, rows_located,
                          rows_to_keep, split_rows, tensors)
@@ -32,7 +32,18 @@ def _rows_located(method):
     return located
 
 
-def _tune(outputs: list, network, validation: dict | None, training: dict) -> None:
+def _fit_once(built: list, rows: pd.DataFrame, placement) -> None:
+    """Fit the features' statistics on the training rows in one process and send them to the others, so
+    every process of a distributed run builds the same network."""
+    for feature in built:
+        if placement.main:
+            feature.fit(columns_of(feature, rows))
+        stats = devices.broadcast(feature.stats if placement.main else None, placement)
+        if not placement.main:
+            feature.stats = stats
+
+
+def _tune(outputs: list, network, validation: dict | None, training: dict, engine=None) -> None:
     """Let outputs choose what they tune on the validation rows after training (e.g. a binary
     output's decision threshold, a calibration temperature, an anomaly score's threshold); their
     choice goes into their stats and is saved. Without validation rows an anomaly threshold is
@@ -45,7 +56,7 @@ def _tune(outputs: list, network, validation: dict | None, training: dict) -> No
         warnings.warn(f"no validation rows: {on_training[0].tuned_setting()} is chosen on the training rows, "
                       f"whose scores run lower than new data's; give the split a validation share", stacklevel=3)
         validation = training
-    raw = train.predict_raw(network, validation) if validation is not None else {}
+    raw = train.predict_raw(network, validation, engine=engine) if validation is not None else {}
     for feature in tuned:
         name = feature.config.name
         feature.tune(validation["targets"][name] if validation is not None else None, raw.get(name))
@@ -63,10 +74,15 @@ class Model:
 
     @_rows_located
     def fit(self, data: Any, *, output_dir: str | Path | None = None, resume: bool = False,
-            quiet: bool = False) -> "Model":
+            quiet: bool = False, on_epoch: Callable[[dict], None] | None = None) -> "Model":
         """Split the data, learn the preprocessing on the training rows, train, and measure on the
-        validation and test rows. With `output_dir`, checkpoints each epoch and saves the model."""
+        validation and test rows. With `output_dir`, checkpoints each epoch and saves the model.
+        `on_epoch(record)` is called after each epoch with its history record (see train.fit)."""
+        if streaming.wanted(data, self.config.training):  # Parquet larger than memory: read batch by batch
+            return streaming.fit(self, data, output_dir=output_dir, resume=resume, quiet=quiet, on_epoch=on_epoch)
         config = self.config
+        engine = devices.engine_for(config.training)  # under torchrun: this process's rank and GPU
+        main = engine.placement.main
         torch.manual_seed(config.training.seed)
         inputs = [features.build(feature) for feature in config.inputs]
         outputs = [features.build(feature) for feature in config.outputs]
@@ -78,11 +94,9 @@ class Model:
                             f"features; check the data")
         parts = split_rows(frame, config)
         training_rows = frame.iloc[parts["train"]]
-        for feature in outputs:
-            feature.fit(columns_of(feature, training_rows))
+        _fit_once(outputs, training_rows, engine.placement)
         training_rows = learning_rows(training_rows, outputs)  # e.g. an anomaly output learns from normal rows
-        for feature in inputs:
-            feature.fit(columns_of(feature, training_rows))
+        _fit_once(inputs, training_rows, engine.placement)
         for feature in outputs:  # a ranking remembers each user's inputs, for recommend(user ids)
             feature.remember_profiles(training_rows, [f.config.name for f in inputs])
         tables = {part: tensors(training_rows if part == "train" else frame.iloc[rows], inputs, outputs)
@@ -92,33 +106,41 @@ class Model:
         self.inputs_, self.outputs_ = inputs, outputs
         self.network_ = Network(inputs, outputs, config.hidden)
         folder = Path(output_dir) if output_dir else None
-        if folder:
+        if folder and main:
             folder.mkdir(parents=True, exist_ok=True)
         result = train.fit(self.network_, resampled, tables.get("validation"), outputs, config.training,
                            checkpoint_dir=folder, resume=resume, quiet=quiet,
-                           fingerprint=self._fingerprint({part: len(rows) for part, rows in parts.items()}))
+                           fingerprint=self._fingerprint({part: len(rows) for part, rows in parts.items()}),
+                           on_epoch=on_epoch, engine=engine)
         self.comparison_ = None  # a comparison of an earlier fit does not describe this model
         self.training_ = {**result, "rows": {part: int(len(rows)) for part, rows in parts.items()},
                           "dropped_rows": int((~keep).sum()), "source": source,
                           "learned_rows": int(len(training_rows)),  # fewer when an anomaly output skips anomalies
                           **({"sampling": sampled} if sampled else {})}
-        _tune(outputs, self.network_, tables.get("validation"), tables["train"])
+        _tune(outputs, self.network_, tables.get("validation"), tables["train"], engine)
         # generated text (slow to score) is scored on every test row, and on the first rows of the others
         self.metrics_ = {part: train.measure(self.network_, table, outputs,
-                                            generate_rows=None if part == "test" else GENERATION_ROWS)
+                                            generate_rows=None if part == "test" else GENERATION_ROWS, engine=engine)
                          for part, table in tables.items()}
-        self.evaluation_ = evaluation.collect(self, frame.iloc[parts["test"]])  # for the report's plots
-        if folder:
+        self.evaluation_ = evaluation.collect(self, frame.iloc[parts["test"]]) if main else None  # the report's plots
+        if folder and main:  # one process writes the model
             self.save(folder)
             (folder / train.CHECKPOINT).unlink(missing_ok=True)
+        devices.barrier(engine.placement)  # the others wait, so the model is complete when any of them returns
         return self
 
     def _fingerprint(self, rows: dict) -> str:
         config = self.config.to_dict()
-        config["training"].pop("workers", None)  # how batches are read does not change what is learned
+        for key in ("workers", "device", "compile"):  # where and how batches run does not change what is learned
+            config["training"].pop(key, None)
         learned = {"config": config, "rows": rows,
                    "stats": [f.stats for f in self.inputs_ + self.outputs_]}
         return hashlib.sha256(json.dumps(learned, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _engine(self) -> devices.Engine:
+        """Prediction runs where the network is (a GPU after training there, the CPU once loaded), under
+        the config's precision."""
+        return devices.engine_of(self.network_, self.config.training.precision)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "network_"):
@@ -133,7 +155,7 @@ class Model:
         if frame.empty:
             raise DataError(f"{source} has no rows with the outputs filled in; nothing to evaluate")
         return train.measure(self.network_, tensors(frame, self.inputs_, self.outputs_), self.outputs_,
-                            generate_rows=None)
+                             generate_rows=None, engine=self._engine())
 
     @_rows_located
     def predict(self, data: Any) -> pd.DataFrame:
@@ -152,7 +174,7 @@ class Model:
         size = RANKING_CHUNK if ranking else max(len(frame), 1)
         for start in range(0, len(frame), size):
             part = frame.iloc[start:start + size]
-            yield part, train.predict_raw(self.network_, tensors(part, self.inputs_))
+            yield part, train.predict_raw(self.network_, tensors(part, self.inputs_), engine=self._engine())
 
     def _decode(self, frame: pd.DataFrame, raw: dict) -> pd.DataFrame:
         columns: dict[str, Any] = {}

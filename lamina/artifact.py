@@ -133,7 +133,7 @@ def _write_parts(model, staging: Path) -> list[str]:
              "outputs": {f.config.name: f.stats for f in model.outputs_}}
     (staging / "config.yaml").write_text(yaml.safe_dump(model.config.to_dict(), sort_keys=False), "utf-8")
     (staging / "stats.json").write_text(json.dumps(stats, indent=1), "utf-8")
-    weights = {key: value.detach().contiguous() for key, value in model.network_.state_dict().items()}
+    weights = {key: value.detach().cpu().contiguous() for key, value in model.network_.state_dict().items()}
     save_file(weights, staging / "weights.safetensors", metadata={"format": "pt"})
     (staging / "metrics.json").write_text(json.dumps(model.metrics_, indent=1), "utf-8")
     (staging / "history.json").write_text(json.dumps(model.training_, indent=1), "utf-8")

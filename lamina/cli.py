@@ -1,5 +1,5 @@
-"""The command line: lamina train | evaluate | predict | recommend | compare | explain | report | serve | export |
-init-config | datasets | config-schema."""
+"""The command line: lamina train | tune | evaluate | predict | recommend | compare | explain | report | serve |
+export | init-config | datasets | config-schema."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +16,7 @@ from lamina.errors import ArtifactError, ConfigError, DataError
 
 
 def _train(args) -> None:
+    from lamina import devices
     from lamina.api import Model
     from lamina.metrics import table
 
@@ -23,6 +24,8 @@ def _train(args) -> None:
     if args.seed is not None:
         model.config.training.seed = args.seed
     model.fit(args.data, output_dir=args.output, resume=args.resume, quiet=args.quiet)
+    if not devices.place(model.config.training.device).main:
+        return  # under torchrun the other processes only trained; rank 0 reports, compares and writes
     info = model.training_
     learned = info.get("learned_rows", info["rows"]["train"])
     of_them = f", learning from the {learned} normal ones" if learned != info["rows"]["train"] else ""
@@ -30,12 +33,17 @@ def _train(args) -> None:
           f"test {info['rows']['test']}); learning rate {info['learning_rate']:.2e}; best epoch {info['best_epoch']}")
     print(table(model.metrics_))
     print(f"model saved to {args.output}")
-    if not args.no_compare:
+    streamed = "streaming" in model.training_  # the data may not fit in memory: nothing reads it whole again
+    if streamed and not args.no_compare:
+        print("no classic baseline: the data was streamed (training.streaming); compare a sample of it with "
+              "`lamina compare` on a smaller Parquet file")
+    elif not args.no_compare:
         _compare_after_training(model, args)
     if not args.no_report:
         from lamina import report
 
-        print(f"report: {report.write(model, Path(args.output) / 'report.html', data=args.data)}")
+        written = report.write(model, Path(args.output) / 'report.html', data=None if streamed else args.data)
+        print(f"report: {written}")
 
 
 def _compare_after_training(model, args) -> None:
@@ -56,6 +64,26 @@ def _compare_after_training(model, args) -> None:
         print(f"no classic baseline: {result['verdict']}")
         return
     print(f"deep vs classic ({result['classic']['model']}): {result['verdict']}")
+
+
+def _tune(args) -> None:
+    _needs("tune", "optuna")
+    from lamina import report
+    from lamina.metrics import table
+    from lamina.tune import MODEL_FOLDER, table as leaderboard, tune
+
+    result = tune(args.config, args.data, args.trials, args.output, jobs=args.jobs, storage=args.storage,
+                  study_name=args.study, timeout=args.timeout, quiet=args.quiet)
+    best, folder = result["best"], Path(args.output)
+    print(leaderboard(result["leaderboard"]))
+    print(f"{len(result['leaderboard'])} trials in the study ({result['pruned']} pruned); best: trial {best['trial']}, "
+          f"{result['metric']} {best['value']:.4f}; this run's search took {result['seconds']:.1f}s")
+    print(f"the best config trained again ({folder / 'best.yaml'}), measured once on the test rows:")
+    print(table(result["metrics"]))
+    print(f"model saved to {folder / MODEL_FOLDER}; leaderboard: {folder / 'leaderboard.csv'}, "
+          f"{folder / 'leaderboard.html'}")
+    if not args.no_report:
+        print(f"report: {report.write(result['model'], folder / MODEL_FOLDER / 'report.html', data=args.data)}")
 
 
 def _report(args) -> None:
@@ -275,6 +303,20 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--no-compare", action="store_true", help="skip the classic baseline trained on the same split")
     train.add_argument("--no-report", action="store_true", help="skip writing report.html beside the model")
     train.set_defaults(run=_train)
+    tune = commands.add_parser("tune", help="search the config's tune section with Optuna, then train the best "
+                                            "config (pip install 'lamina[tune]')")
+    tune.add_argument("--config", required=True, help="YAML config file with a tune: section")
+    tune.add_argument("--data", required=True, help="CSV/Parquet/JSONL file, or a data set name (e.g. adult)")
+    tune.add_argument("--output", required=True, help="folder for the leaderboard, best.yaml and the best model")
+    tune.add_argument("--trials", type=_positive(int), default=20, help="trials this command runs (default 20)")
+    tune.add_argument("--jobs", type=_positive(int), default=1, help="worker processes sharing the trials")
+    tune.add_argument("--storage", help="a database URL (sqlite:///tune.db) or a journal file shared by several "
+                                        "processes or machines (default: study.log in --output)")
+    tune.add_argument("--study", help="the study's name in the storage (default: lamina)")
+    tune.add_argument("--timeout", type=_positive(float), help="stop starting trials after this many seconds")
+    tune.add_argument("--quiet", action="store_true", help="no line per trial, no progress of the final training")
+    tune.add_argument("--no-report", action="store_true", help="skip writing report.html beside the best model")
+    tune.set_defaults(run=_tune)
     report = commands.add_parser("report", help="write one self-contained HTML report about a saved model")
     report.add_argument("--model", required=True)
     report.add_argument("--data", help="the data the model was trained on: adds importance and explained examples")
@@ -376,6 +418,8 @@ def _interrupted(args) -> str:
     """What an interrupted command leaves behind, and how to go on: only train can resume."""
     if args.command == "train":
         return "; rerun with --resume to continue from the last finished epoch checkpointed in --output"
+    if args.command == "tune":
+        return "; rerun the same command to add trials to the study: finished ones are kept in its storage"
     if args.command in ("predict", "recommend"):
         return ("; nothing was written to --output (the partial file was removed); rerun the command"
                 if args.output else "; the rows printed so far are incomplete")
@@ -384,6 +428,16 @@ def _interrupted(args) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    try:
+        return _run(args)
+    finally:
+        from lamina import devices
+
+        if devices.launched_by_torchrun() and devices.dist.is_initialized():
+            devices.dist.destroy_process_group()
+
+
+def _run(args) -> int:
     try:
         with warnings.catch_warnings():  # restores the usual display when main returns
             warnings.showwarning = _one_line_warning  # the documented hook for showing warnings

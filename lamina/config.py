@@ -80,6 +80,18 @@ class Training(BaseModel):
     workers: int = Field(2, ge=0, description="background processes that decode lazily read columns (image files "
                                               "too many to hold in memory) for training batches; 0: decode in "
                                               "the main process")
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+                        description="where the network trains: auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps; "
+                                    "under torchrun each process takes the GPU of its local rank")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="autocast: bf16 or fp16 (with gradient scaling) halve memory and speed up GPUs; auto: "
+                            "bf16 where the GPU supports it, else fp16 on CUDA, fp32 on the CPU")
+    compile: bool = Field(False, description="compile the network with torch.compile (slower start, faster steps)")
+    streaming: Literal["auto"] | bool = Field(
+        "auto", description="read a Parquet file (or folder of them) batch by batch instead of into memory; auto: "
+                            "when the files are larger than 2 GiB")
+    shuffle_buffer: int = Field(100_000, ge=1, description="rows held in memory to shuffle a streamed file's "
+                                                            "batches: memory stays bounded by it")
 
 
 class Split(BaseModel):
@@ -123,6 +135,9 @@ class Config(BaseModel):
     outputs: list[OutputFeature] = Field(min_length=1)
     training: Training = Field(default_factory=Training)
     split: Split = Field(default_factory=Split)
+    tune: dict[str, Any] | None = Field(None, description="for lamina tune: dotted config paths and the values to "
+                                                          "try (a list, or {low, high, log, step}), and `search:` "
+                                                          "options; lamina train ignores it (see lamina/tune.py)")
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Config":
@@ -160,7 +175,8 @@ class Config(BaseModel):
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        # without a tune section, saved configs (and fingerprints) stay as they were before it existed
+        return self.model_dump(mode="json", exclude={"tune"} if self.tune is None else None)
 
 
 def _check_nested(item: dict, where: str) -> None:

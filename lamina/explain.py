@@ -158,7 +158,7 @@ def _row_results(frame: pd.DataFrame, points: list[Point], attributions: list[to
 
 
 def _explain_chunk(model, frame: pd.DataFrame, method: str, selection: Selection, steps: int) -> list[dict]:
-    network = model.network_.eval()
+    network = model.network_.cpu().eval()  # attributions are computed on the CPU, whatever trained the model
     table = tensors(frame, model.inputs_)["inputs"]
     points = [attribution_point(feature, encoder, table[feature.config.name])
               for feature, encoder in zip(model.inputs_, network.encoders)]

@@ -46,7 +46,7 @@ class Exported(nn.Module):
 
     def __init__(self, model):
         super().__init__()
-        self.network = model.network_
+        self.network = model.network_.cpu()  # an export is traced on the CPU, whatever trained the model
         self.input_names = self.network.input_names
         # each output's last step (inverse normalisation, calibrated softmax or sigmoid) is its type's own
         self.finals = nn.ModuleList(_asked(lambda feature: feature.export_output(), model.outputs_))

@@ -254,7 +254,7 @@ class Feature(base.OutputFeature):
             raise ConfigError(f"an anomaly score is explained by its reconstruction errors (method "
                               f"{attribution.RECONSTRUCTION}); leave method out instead of '{method}'")
         name, rows = self.config.name, []
-        network = model.network_.eval()
+        network = model.network_.cpu().eval()  # explained on the CPU, whatever trained the model
         head = network.heads[[feature.config.name for feature in model.outputs_].index(name)]
         for start in range(0, len(frame), 4096):  # no gradients: large chunks
             part = frame.iloc[start:start + 4096]

@@ -198,7 +198,7 @@ class Feature(base.OutputFeature):
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         weights = class_weights(self.config.class_weights, self.stats["counts"], self.stats["labels"],
                                 self.config.name)
-        per_row = None if weights is None else torch.tensor(weights)[target.long()]
+        per_row = None if weights is None else torch.tensor(weights, device=output.device)[target.long()]
         if not self.config.focal_gamma:
             return nn.functional.binary_cross_entropy_with_logits(output, target, weight=per_row)
         losses = nn.functional.binary_cross_entropy_with_logits(output, target, weight=per_row, reduction="none")

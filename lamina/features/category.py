@@ -144,7 +144,7 @@ class Feature(base.OutputFeature):
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         weights = class_weights(self.config.class_weights, self.stats["counts"], self.stats["labels"],
                                 self.config.name)
-        weight = None if weights is None else torch.tensor(weights)
+        weight = None if weights is None else torch.tensor(weights, device=output.device)
         if not self.config.focal_gamma:
             return nn.functional.cross_entropy(output, target, weight=weight,
                                                label_smoothing=self.config.label_smoothing)

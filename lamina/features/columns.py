@@ -71,13 +71,35 @@ def shuffled_batches(table: dict, size: int, batch_size: int, generator: torch.G
     return [groups[position] for position in torch.randperm(len(groups), generator=generator).tolist()]
 
 
-def batches(table: dict, batch_size: int, generator: torch.Generator | None = None,
-            workers: int = 0) -> Iterator[dict[str, dict[str, torch.Tensor]]]:
+class Stream:
+    """A table too large for memory, read batch by batch from its files (lamina/streaming.py): what
+    train.fit needs of it is its row count and its batches, like an in-memory table's."""
+
+    rows: int = 0
+
+    def batches(self, batch_size: int, generator: torch.Generator | None, workers: int,
+                shard: tuple[int, int]) -> Iterator[dict[str, dict[str, torch.Tensor]]]:
+        raise NotImplementedError
+
+
+def batches(table: dict | Stream, batch_size: int, generator: torch.Generator | None = None,
+            workers: int = 0, shard: tuple[int, int] = (0, 1)) -> Iterator[dict[str, dict[str, torch.Tensor]]]:
     """Mini-batches of a table; shuffled when a generator is given. Slicing whole tensors (rather
     than collating rows) keeps the per-batch cost close to a hand-written loop; lazily decoded
-    columns are read in `workers` background processes."""
+    columns are read in `workers` background processes. `shard` (rank, world size): under
+    DistributedDataParallel each rank takes its own share of one permutation that every rank draws
+    alike (the same generator seed), the same number of batches on every rank (up to world - 1 rows
+    an epoch are left out, different ones each epoch), so the ranks step together."""
+    if isinstance(table, Stream):
+        yield from table.batches(batch_size, generator, workers, shard)
+        return
     size = row_count(table)
-    if generator is None:
+    rank, world = shard
+    if world > 1:
+        order = torch.randperm(size, generator=generator) if generator is not None else torch.arange(size)
+        mine = order[:size // world * world][rank::world]
+        indices = [mine[start:start + batch_size] for start in range(0, len(mine), batch_size)]
+    elif generator is None:
         indices = [slice(start, start + batch_size) for start in range(0, size, batch_size)]
     else:
         indices = shuffled_batches(table, size, batch_size, generator)
@@ -89,5 +111,7 @@ def batches(table: dict, batch_size: int, generator: torch.Generator | None = No
         yield from (chunks[item] for item in range(len(chunks)))
 
 
-def row_count(table: dict[str, dict[str, torch.Tensor]]) -> int:
+def row_count(table: dict[str, dict[str, torch.Tensor]] | Stream) -> int:
+    if isinstance(table, Stream):
+        return table.rows
     return len(next(iter(table["inputs"].values())))

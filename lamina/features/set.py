@@ -114,7 +114,7 @@ class Feature(base.OutputFeature):
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         weight = None
         if self.config.class_weights == "balanced":
-            positives = torch.tensor(self.stats["counts"], dtype=torch.float32)
+            positives = torch.tensor(self.stats["counts"], dtype=torch.float32, device=output.device)
             weight = (self.stats["rows"] - positives).clamp_min(1.0) / positives
         return nn.functional.binary_cross_entropy_with_logits(output, target, pos_weight=weight)
 
