@@ -112,7 +112,7 @@ class Model:
                            checkpoint_dir=folder, resume=resume, quiet=quiet,
                            fingerprint=self._fingerprint({part: len(rows) for part, rows in parts.items()}),
                            on_epoch=on_epoch, engine=engine)
-        self.comparison_ = None  # a comparison of an earlier fit does not describe this model
+        self.comparison_ = self.tuning_ = None  # a comparison or search of an earlier fit does not describe it
         self.training_ = {**result, "rows": {part: int(len(rows)) for part, rows in parts.items()},
                           "dropped_rows": int((~keep).sum()), "source": source,
                           "learned_rows": int(len(training_rows)),  # fewer when an anomaly output skips anomalies
@@ -278,6 +278,7 @@ class Model:
         model.metrics_, model.training_ = parts["metrics"], parts["training"]
         model.comparison_ = parts["comparison"]
         model.evaluation_ = parts["evaluation"]
+        model.tuning_ = parts["tuning"]
         return model
 
 

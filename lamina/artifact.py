@@ -29,7 +29,9 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 COMPARISON = "comparison.json"  # optional: written by `lamina compare`, read back as Model.comparison_
 EVALUATION = "evaluation.json"  # optional (absent in folders saved before it existed): Model.evaluation_
-OPTIONAL = (COMPARISON, EVALUATION)
+TUNING = "tuning.json"  # optional: the leaderboard of the `lamina tune` search that chose this config
+OPTIONAL = (COMPARISON, EVALUATION, TUNING)
+EXTRAS = (("comparison", COMPARISON), ("evaluation", EVALUATION), ("tuning", TUNING))  # Model.<part>_ <-> file
 # every file the loader parses; each must be listed in the manifest, so none is read unchecked
 REQUIRED = ("config.yaml", "stats.json", "weights.safetensors", "metrics.json", "history.json")
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest lists a dozen files; anything larger is not one lamina wrote
@@ -138,8 +140,8 @@ def _write_parts(model, staging: Path) -> list[str]:
     (staging / "metrics.json").write_text(json.dumps(model.metrics_, indent=1), "utf-8")
     (staging / "history.json").write_text(json.dumps(model.training_, indent=1), "utf-8")
     write_history_csv(model.training_.get("history", []), staging / "history.csv")
-    for name, value in ((COMPARISON, getattr(model, "comparison_", None)),
-                        (EVALUATION, getattr(model, "evaluation_", None))):
+    for part, name in EXTRAS:
+        value = getattr(model, f"{part}_", None)  # absent on a model object from before the part existed
         if value is not None:
             (staging / name).write_text(json.dumps(value), "utf-8")
     files = sorted(item.name for item in staging.iterdir())
@@ -350,7 +352,7 @@ def read(path: str | Path) -> dict:
     parts = {part: _parse(folder / name, contents[name]) for part, name in
              (("config", "config.yaml"), ("stats", "stats.json"), ("metrics", "metrics.json"),
               ("training", "history.json"))}
-    for part, name in (("comparison", COMPARISON), ("evaluation", EVALUATION)):
+    for part, name in EXTRAS:
         parts[part] = _parse(folder / name, contents[name]) if name in contents else None
     try:
         parts["weights"] = load_tensors(contents["weights.safetensors"])

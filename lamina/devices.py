@@ -139,6 +139,14 @@ def total(values: list[float], placement: Placement) -> list[float]:
     return tensor.tolist()
 
 
+def average(tensors: list[torch.Tensor], placement: Placement) -> None:
+    """Each tensor replaced, in place, by its mean over the ranks (batch normalisation's statistics)."""
+    if placement.distributed:
+        for tensor in tensors:
+            dist.all_reduce(tensor)
+            tensor /= placement.world
+
+
 def barrier(placement: Placement) -> None:
     if placement.distributed:
         dist.barrier()

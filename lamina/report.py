@@ -118,6 +118,23 @@ def comparison_section(model) -> str:
             f"<pre>{html.escape(table(result))}</pre>")
 
 
+def tuning_section(model) -> str:
+    """The leaderboard of the `lamina tune` search that chose this model's config, when one did."""
+    result = model.tuning_
+    if not result:
+        return ""
+    fixed = ("trial", "state", "value", "epochs", "seconds", "error")
+    rows = [[row["trial"], row["state"], "" if row["value"] is None else f"{row['value']:.4f}",
+             ", ".join(f"{key}={value}" for key, value in row.items() if key not in fixed), row.get("epochs", ""),
+             f"{row['seconds']:.1f}" if row.get("seconds") is not None else ""]
+            for row in result["leaderboard"]]
+    best = result["best"]
+    return (f"<h2>Hyperparameter search</h2><p>{len(rows)} trials ({result['pruned']} pruned), scored by validation "
+            f"{html.escape(result['metric'])}; the best, trial {best['trial']} ({best['value']:.4f}), is this model's "
+            f"config, trained again on the same split.</p>"
+            + _table(rows, ["trial", "state", result["metric"], "values tried", "epochs", "seconds"]))
+
+
 def _bars(scores: dict[str, float], title: str, error: dict[str, float] | None = None) -> str:
     names = list(scores)[:20][::-1]
     figure, axes = _figure(5.0, 0.9 + 0.28 * len(names))
@@ -213,7 +230,7 @@ def build(model, data: Any = None) -> str:
     """The report as one HTML string. With `data` (the data the model was trained on), also global
     importance and explained test rows."""
     sections = [data_section(model), curves_section(model), metrics_section(model), plots_section(model),
-                comparison_section(model)]
+                comparison_section(model), tuning_section(model)]
     if data is not None:
         importance, explanation, reason = understanding(model, data)
         if importance:

@@ -290,8 +290,8 @@ def recompute_batch_norm(network, table, training: Training, epoch: int, engine:
     still hold much of their initial (0, 1), and in eval mode every layer shrinks its input until
     the network outputs nearly the same for every row. Recompute them for the current weights
     over up to PRECISE_NORM_ROWS training rows, with dropout and augmentation off as evaluation
-    sees the data ("precise BN", Wu and Johnson 2021). Every rank reads the same rows, so the
-    statistics stay identical across DistributedDataParallel processes."""
+    sees the data ("precise BN", Wu and Johnson 2021). Under DistributedDataParallel each rank reads
+    its share of those rows and the ranks' statistics are averaged, so all keep the same ones."""
     engine = engine or engine_of(network)
     norms = [module for module in network.modules() if isinstance(module, BATCH_NORMS) and module.track_running_stats]
     if not norms:
@@ -304,18 +304,20 @@ def recompute_batch_norm(network, table, training: Training, epoch: int, engine:
         module.train()
     # a stream in file order reads only the rows it needs; shuffling it would first fill its whole buffer
     generator = None if isinstance(table, Stream) else torch.Generator().manual_seed(training.seed + 2000 + epoch)
-    rows = 0
-    for batch in batches(table, training.batch_size, generator, workers=training.workers):
+    rows, placement = 0, engine.placement
+    for batch in batches(table, rank_batch_size(training, placement), generator, workers=training.workers,
+                         shard=(placement.rank, placement.world)):
         if row_count(batch) < 2:  # batch statistics need two rows
             continue
         moved = engine.move(batch)
         with engine.autocast():
             network(moved["inputs"], moved["targets"])
         rows += row_count(batch)
-        if rows >= PRECISE_NORM_ROWS:
+        if rows >= PRECISE_NORM_ROWS / placement.world:
             break
     for module, momentum in zip(norms, momenta):
         module.momentum = momentum
+        devices.average([module.running_mean, module.running_var], placement)
 
 
 def keep_best(run: dict, network, score: float, metric: str, patience: int | None) -> None:
@@ -425,7 +427,9 @@ def wrap(network, training: Training, placement):
     stepped = network
     if placement.distributed:
         device_ids = [placement.device.index] if placement.device.type == "cuda" else None
-        stepped = torch.nn.parallel.DistributedDataParallel(network, device_ids=device_ids)
+        # gradients live in the all-reduce buckets: one copy less per step
+        stepped = torch.nn.parallel.DistributedDataParallel(network, device_ids=device_ids,
+                                                            gradient_as_bucket_view=True)
     return torch.compile(stepped) if training.compile else stepped
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 import yaml
 
-from lamina import features
+from lamina import artifact, features
 from lamina.config import Config, Split, load_config
 from lamina.data import labelled_rows, rows_to_keep, split_rows
 from lamina.errors import ConfigError, DataError
@@ -223,6 +223,8 @@ def tune(config: Config | dict | str | Path, data: Any, trials: int, output: str
               "leaderboard": board, "model": str(output / MODEL_FOLDER),
               "metrics": {part: model.metrics_[part] for part in ("validation", "test") if part in model.metrics_}}
     _write(output, result, search)
+    model.tuning_ = {key: result[key] for key in ("metric", "direction", "trials_run", "pruned", "best", "leaderboard")}
+    artifact.add_file(output / MODEL_FOLDER, artifact.TUNING, json.dumps(model.tuning_, default=str))
     return {**result, "model": model}
 
 

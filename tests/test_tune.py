@@ -2,6 +2,8 @@
 the search, a study shared through a storage, and the command line."""
 from __future__ import annotations
 
+import pathlib
+
 import pandas as pd
 import pytest
 import yaml
@@ -59,6 +61,11 @@ def test_search_prunes_writes_the_leaderboard_and_trains_the_best(tmp_path):
     frame = people(20, seed=5)
     pd.testing.assert_frame_equal(saved.predict(frame), result["model"].predict(frame))
     assert set(result["metrics"]) == {"validation", "test"}
+    assert len(saved.tuning_["leaderboard"]) == 4  # kept with the model, and shown in its report
+    from lamina import report
+
+    page = report.write(saved, tmp_path / "report.html")
+    assert "Hyperparameter search" in pathlib.Path(page).read_text()
 
 
 def test_the_test_rows_never_reach_a_trial(tmp_path, monkeypatch):
