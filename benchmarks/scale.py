@@ -135,9 +135,9 @@ def part_tune(args) -> None:
     output = Path(args.output or tempfile.mkdtemp()) / "adult-tune"
     config = ROOT / "examples" / "adult_tune.yaml"
     command = [sys.executable, "-m", "lamina", "tune", "--config", str(config), "--data", "adult",
-               "--trials", str(args.trials), "--output", str(output)]
+               "--trials", str(args.trials), "--output", str(output), "--jobs", str(args.jobs), "--no-report"]
     began = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True)  # each worker process takes cores / jobs threads
     print(done.stdout[-4000:])
     if done.returncode:
         raise SystemExit(done.stderr[-3000:])
@@ -165,6 +165,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5_000_000, help="rows of the streamed Parquet file")
     parser.add_argument("--buffer", type=int, default=100_000, help="shuffle buffer rows when streaming")
     parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes of the search")
     parser.add_argument("--output", help="where `--part tune` writes its study (default: a temporary folder)")
     args = parser.parse_args()
     print(f"scale: {machine()}\n  {lamina_source()}")
