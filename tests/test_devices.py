@@ -128,3 +128,12 @@ def test_mixed_precision_on_a_gpu_learns(precision):
         pytest.skip("this GPU has no bf16")
     model = lamina.Model(config(device="cuda", precision=precision)).fit(small_frame(), quiet=True)
     assert model.metrics_["test"]["y"]["roc_auc"] > 0.9
+
+
+def test_compile_trains_through_torch_compile():
+    pytest.importorskip("torch._inductor")
+    compiled = lamina.Model(config(compile=True)).fit(small_frame(), quiet=True)
+    plain = lamina.Model(config()).fit(small_frame(), quiet=True)
+    # the compiled graph computes the same network (kernels may round differently)
+    assert compiled.metrics_["test"]["y"]["roc_auc"] == pytest.approx(plain.metrics_["test"]["y"]["roc_auc"], abs=0.02)
+    assert compiled.metrics_["test"]["y"]["roc_auc"] > 0.9
