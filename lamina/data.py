@@ -284,6 +284,19 @@ def labelled_rows(data: Any, config: Config, inputs: list, outputs: list) -> tup
     return frame, source
 
 
+def split_column(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """Each row's part ('train', 'validation' or 'test') as a split column names it (also 'training',
+    'valid', ...); any other value is an error naming the row."""
+    names = frame[column].astype(str).str.strip().str.lower()
+    bad = ~names.isin(list(SPLIT_NAMES)).to_numpy()
+    if bad.any():
+        position = int(np.argmax(bad))
+        raise DataError(f"split column '{column}' row {frame.index[position]}: "
+                        f"{frame[column].iloc[position]!r} is not train, validation or test; "
+                        f"give every row one of these (unknown values: {sorted(set(names[bad]))[:5]})")
+    return names.map(SPLIT_NAMES).to_numpy()
+
+
 def split_rows(frame: pd.DataFrame, config: Config) -> dict[str, np.ndarray]:
     """Positions of the train / validation / test rows, reproducible for a given seed."""
     split: Split = config.split
@@ -291,14 +304,7 @@ def split_rows(frame: pd.DataFrame, config: Config) -> dict[str, np.ndarray]:
     positions = np.arange(len(frame))
     if split.method == "column":
         check_columns(frame, [split.column], "the data", "split.column")
-        names = frame[split.column].astype(str).str.strip().str.lower()
-        bad = ~names.isin(list(SPLIT_NAMES)).to_numpy()
-        if bad.any():
-            position = int(np.argmax(bad))
-            raise DataError(f"split column '{split.column}' row {frame.index[position]}: "
-                            f"{frame[split.column].iloc[position]!r} is not train, validation or test; "
-                            f"give every row one of these (unknown values: {sorted(set(names[bad]))[:5]})")
-        mapped = names.map(SPLIT_NAMES).to_numpy()
+        mapped = split_column(frame, split.column)
         return {part: positions[mapped == part] for part in ("train", "validation", "test")}
     if split.method == "time":
         return time_split(frame, split)

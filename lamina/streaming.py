@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 
 from lamina import devices, evaluation, features, train
 from lamina.config import Config, Training
-from lamina.data import (IMAGE_SUFFIXES, SPLIT_NAMES, add_absent_labels, chunkable_format, columns_of, columns_read,
-                         learning_rows, read_errors, refuse_duplicates, rows_to_keep, tensors)
+from lamina.data import (IMAGE_SUFFIXES, add_absent_labels, chunkable_format, columns_of, columns_read,
+                         learning_rows, read_errors, refuse_duplicates, rows_to_keep, split_column, tensors)
 from lamina.errors import ConfigError, DataError, did_you_mean
 from lamina.features.columns import LazyColumn, Stream, row_count, rows
 from lamina.network import Network
@@ -111,14 +111,7 @@ class Splitter:
         if self.column is None:
             draw = uniform(frame.index.to_numpy(), self.seed, SPLIT_SALT)
             return (draw >= self.cuts[0]).astype(np.int8) + (draw >= self.cuts[1])
-        names = frame[self.column].astype(str).str.strip().str.lower()
-        bad = ~names.isin(list(SPLIT_NAMES)).to_numpy()
-        if bad.any():
-            position = int(np.argmax(bad))
-            raise DataError(f"split column '{self.column}' row {frame.index[position]}: "
-                            f"{frame[self.column].iloc[position]!r} is not train, validation or test; give every row "
-                            f"one of these")
-        return names.map(SPLIT_NAMES).map(PARTS.index).to_numpy(dtype=np.int8)
+        return pd.Series(split_column(frame, self.column)).map(PARTS.index).to_numpy(dtype=np.int8)
 
 
 def split_rows(frame: pd.DataFrame, config: Config) -> dict[str, np.ndarray]:

@@ -126,6 +126,15 @@ def to_float_tensor(values: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
 
 
+def regression_loss(kind: str, output: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+    """The `loss:` option of a regression output (mse, mae or huber), in normalised units."""
+    if kind == "huber":
+        return nn.functional.huber_loss(output, goal)
+    if kind == "mae":
+        return nn.functional.l1_loss(output, goal)
+    return nn.functional.mse_loss(output, goal)
+
+
 class LinearHead(nn.Module):
     """An output layer: a linear map from the last hidden layer to `width` values per row, or to
     one value per row (shape (B,)) when `width` is None."""

@@ -18,7 +18,7 @@ from lamina.errors import DataError
 from lamina.features import attribution, base, classic, plots
 from lamina.features.request import RequestField, Widget, empty_is_missing
 from lamina.features.common import (LinearHead, describe_cell, missing_mask, raise_if_missing, tensor_entry,
-                                    to_float_tensor)
+                                    regression_loss, to_float_tensor)
 
 CAN_BE_OUTPUT = True
 CAN_BE_INPUT = True
@@ -250,12 +250,7 @@ class Feature(base.OutputFeature):
         return Normalize(self.stats, self.config.normalize)
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        goal = self._normalize()(target)
-        if self.config.loss == "huber":
-            return nn.functional.huber_loss(output, goal)
-        if self.config.loss == "mae":
-            return nn.functional.l1_loss(output, goal)
-        return nn.functional.mse_loss(output, goal)
+        return regression_loss(self.config.loss, output, self._normalize()(target))
 
     def decode(self, output: torch.Tensor) -> dict:
         return {self.config.name: self._normalize().inverse(output).detach().numpy()}

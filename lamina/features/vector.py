@@ -16,7 +16,7 @@ from torch import nn
 from lamina.errors import DataError
 from lamina.features import attribution, base, classic, plots
 from lamina.features.common import LinearHead, describe_cell, missing_mask, raise_if_missing, tensor_entry, \
-    to_float_tensor
+    regression_loss, to_float_tensor
 from lamina.features.request import RequestField, Widget
 
 CAN_BE_OUTPUT = True
@@ -194,12 +194,7 @@ class Feature(base.OutputFeature):
         return Normalize(self.stats)
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        goal = self._normalize().to(output.device)(target)  # (B, L)
-        if self.config.loss == "huber":
-            return nn.functional.huber_loss(output, goal)
-        if self.config.loss == "mae":
-            return nn.functional.l1_loss(output, goal)
-        return nn.functional.mse_loss(output, goal)
+        return regression_loss(self.config.loss, output, self._normalize().to(output.device)(target))  # (B, L)
 
     def decode(self, output: torch.Tensor) -> dict:
         """{name: one list of floats per row, in the data's units}."""
