@@ -3,6 +3,11 @@ wall time to 0.90 VALIDATION accuracy (lamina scores only the validation rows du
 training images/s of lamina against a hand-written PyTorch loop that trains the same network
 modules on the same uint8 tensors (goal: ratio >= 0.9).
 
+On a GPU (`--set training.device=cuda --set training.precision=auto`) both loops run there: the
+hand-written one as a PyTorch user writes mixed precision (torch.autocast with the same dtype lamina
+picks, bf16 where the GPU has it; torch.amp.GradScaler for fp16; each batch copied from pinned memory
+with non_blocking=True), so the ratio measures lamina against a hand-written AMP loop.
+
 The hand-written loop is the encoder, trunk and head of a `lamina.network.Network` built from the same
 fitted features and seed (so the augmentation, in the encoder's forward while training, costs the
 same), with the same batch size, AdamW, one-cycle schedule and gradient clipping. It is timed for
@@ -41,7 +46,7 @@ from torch import nn  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 import lamina  # noqa: E402
-from lamina import datasets, features, train  # noqa: E402
+from lamina import datasets, devices, features, train  # noqa: E402
 from lamina.data import tensors  # noqa: E402
 from lamina.network import Network  # noqa: E402
 from common import lamina_source, machine  # noqa: E402
@@ -77,19 +82,25 @@ def fitted_features(config: lamina.Config, train_rows: pd.DataFrame) -> tuple[li
 
 class HandWritten:
     """The loop a PyTorch user would write around the same modules: images stacked once with
-    numpy, a randperm shuffle per epoch, slices, cross-entropy, AdamW, OneCycleLR, clipping."""
+    numpy, a randperm shuffle per epoch, slices, cross-entropy, AdamW, OneCycleLR, clipping; on a GPU
+    with torch.autocast (and a GradScaler for fp16), batches copied from pinned memory."""
 
     def __init__(self, config: lamina.Config, frame: pd.DataFrame, inputs: list, outputs: list,
                  learning_rate: float, epochs: int):
         torch.manual_seed(config.training.seed)  # as Model.fit: the same initial weights
         network = Network(inputs, outputs, config.hidden)
         self.parameters = sum(p.numel() for p in network.parameters())
-        self.network = nn.Sequential(network.encoders[0], network.trunk, network.heads[0])
+        training = config.training
+        self.device = devices.choose_device(training.device)
+        self.dtype = devices.precision_dtype(training.precision, self.device)  # None: fp32
+        self.network = nn.Sequential(network.encoders[0], network.trunk, network.heads[0]).to(self.device)
         train_rows = frame[frame["split"] == "train"]
         self.images = torch.from_numpy(np.stack(train_rows["image"].to_numpy()))[:, None]  # (N, 1, H, W) uint8
         labels = outputs[0].stats["labels"]
         self.labels = torch.from_numpy(pd.Categorical(train_rows["label"], categories=labels).codes.astype(np.int64))
-        training = config.training
+        if self.device.type == "cuda":
+            self.images, self.labels = self.images.pin_memory(), self.labels.pin_memory()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.batch_size, self.clip, self.seed = training.batch_size, training.gradient_clip, training.seed
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=learning_rate,
                                            weight_decay=training.weight_decay)
@@ -99,12 +110,17 @@ class HandWritten:
         self.epochs_run = 0
 
     def step(self, index: torch.Tensor) -> float:
-        loss = nn.functional.cross_entropy(self.network(self.images[index]), self.labels[index])
+        images = self.images[index].to(self.device, non_blocking=True)
+        labels = self.labels[index].to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+            loss = nn.functional.cross_entropy(self.network(images), labels)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
         if self.clip:
+            self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.network.parameters(), self.clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.scheduler.step()
         return loss.item()
 
@@ -140,10 +156,12 @@ def interleaved(model: lamina.Model, hand: HandWritten, frame: pd.DataFrame, row
     and of the hand-written loop over the same first `rows` training images, taken in turn
     (L H H L per round), so that changes in the machine's load hit both alike."""
     training = model.config.training
-    table = tensors(frame[frame["split"] == "train"].iloc[:rows], model.inputs_, model.outputs_)
-    network = copy.deepcopy(model.network_)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=hand.optimizer.param_groups[0]["lr"],
-                                  weight_decay=training.weight_decay)
+    engine = devices.engine_for(training)
+    scaler = devices.gradient_scaler(engine.device, engine.dtype)
+    table = devices.pin(tensors(frame[frame["split"] == "train"].iloc[:rows], model.inputs_, model.outputs_),
+                        engine.device)
+    network = copy.deepcopy(model.network_).to(engine.device)
+    optimizer = devices.optimizer(network, hand.optimizer.param_groups[0]["lr"], training.weight_decay)
     steps = 2 * rounds * math.ceil(rows / training.batch_size)
     scheduler = train.make_scheduler(optimizer, training, optimizer.param_groups[0]["lr"], steps)
     hand.scheduler = torch.optim.lr_scheduler.OneCycleLR(hand.optimizer, max_lr=optimizer.param_groups[0]["lr"],
@@ -151,13 +169,15 @@ def interleaved(model: lamina.Model, hand: HandWritten, frame: pd.DataFrame, row
     progress = tqdm(disable=True)
     first = {part: {name: column[:2 * training.batch_size] for name, column in columns.items()}
              for part, columns in table.items()}
-    train.train_epoch(network, first, model.outputs_, optimizer, None, training, 0, progress)  # warm-up, untimed
+    train.train_epoch(network, first, model.outputs_, optimizer, None, training, 0, progress, engine,
+                      scaler)  # warm-up, untimed
     seconds: dict[str, list[float]] = {"lamina": [], "hand-written": []}
     for block in range(2 * rounds):
         for name in (("lamina", "hand-written") if block % 2 == 0 else ("hand-written", "lamina")):
             began = time.perf_counter()
             if name == "lamina":
-                train.train_epoch(network, table, model.outputs_, optimizer, scheduler, training, block, progress)
+                train.train_epoch(network, table, model.outputs_, optimizer, scheduler, training, block, progress,
+                                  engine, scaler)
             else:
                 hand.epoch(rows)
             seconds[name].append(time.perf_counter() - began)

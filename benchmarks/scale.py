@@ -6,11 +6,15 @@ Each part prints its figures and ratios measured in the same run.
     python benchmarks/scale.py --part stream --rows 5000000
     python benchmarks/scale.py --part tune --trials 40     # adult; long (each trial trains a model)
     python benchmarks/scale.py --part gpu                  # where CUDA is: AMP images/s vs a hand-written loop
+    python benchmarks/scale.py --part gpu --gpu-device cpu --gpu-epochs 1 --quick   # the same script's path on a CPU
 
-ddp: a compute-bound MLP (20 numbers -> 3 x 1024, batches of 1,024 rows: each step's compute outweighs the
-all-reduce of its 2.1 M gradients) on 60,000 rows, a fixed learning rate, 4 epochs;
-examples/s = training rows / median seconds of epochs 2-4 from the model's own history (training,
-batch-norm statistics and validation scoring). Goal: 2 processes >= 1.7x one.
+ddp: `--ddp-model mlp`: a wide MLP (20 numbers -> 3 x 1024, batches of 1,024 rows) on 60,000 rows; each
+step all-reduces its 2.1 M gradients, so it is as much bound by parameters as by compute.
+`--ddp-model cnn`: the compute-bound case, the Fashion-MNIST example's CNN (examples/fashion_mnist.yaml,
+batches of 128) on a folder of 15,000 of its real images as PNG files (split 80/10/10), 0.1 M gradients
+a step. A fixed learning rate, 4 epochs; examples/s = training rows / median seconds of epochs 2-4
+from the model's own history (training, batch-norm statistics and validation scoring). Goal: 2
+processes >= 1.7x one.
 stream: the same small model trained one epoch from a Parquet file with `training.streaming` on and
 off, each in its own process; rows/s over Model.fit's wall time and the process's peak resident memory.
 """
@@ -64,25 +68,54 @@ def lamina_train(folder: Path, data: Path, output: Path, processes: int) -> floa
     return time.perf_counter() - began
 
 
+def image_folder(folder: Path, count: int) -> None:
+    """`count` Fashion-MNIST training images (a seeded sample) as PNG files in one folder per class."""
+    from PIL import Image
+
+    from lamina import datasets
+
+    frame = datasets.load("fashion_mnist")
+    frame = frame[frame["split"] != "test"].sample(count, random_state=0)
+    for index, (image, label) in enumerate(zip(frame["image"], frame["label"])):
+        (folder / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / str(label) / f"{index}.png")
+
+
+def image_config() -> dict:
+    with open(ROOT / "examples" / "fashion_mnist.yaml", encoding="utf-8") as handle:
+        config = yaml.safe_load(handle)
+    config.pop("split")  # the folder is split 80/10/10
+    config["training"].update(epochs=4, early_stopping=None, workers=0)
+    return config
+
+
 def part_ddp(args) -> None:
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
-        numbers_frame(args.ddp_rows, 20).to_parquet(folder / "data.parquet")
-        (folder / "config.yaml").write_text(yaml.safe_dump(numbers_config(20, 1024, 3, 4, args.ddp_batch)))
+        if args.ddp_model == "mlp":
+            data, metric = folder / "data.parquet", ("y", "roc_auc")
+            numbers_frame(args.ddp_rows, 20).to_parquet(data)
+            config = numbers_config(20, 1024, 3, 4, args.ddp_batch)
+        else:
+            data, metric = folder / "images", ("label", "accuracy")
+            image_folder(data, args.ddp_images)
+            config = image_config()
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+        print(f"  {args.ddp_model}: batch {config['training']['batch_size']}, 4 epochs")
         rates, results = {}, {}
         for processes in (1, 2, 1, 2):  # interleaved, so load from elsewhere falls on both
             output = folder / f"run{processes}-{len(results)}"
-            wall = lamina_train(folder, folder / "data.parquet", output, processes)
-            history = json.loads((output / "history.json").read_text())
-            history = history["history"] if isinstance(history, dict) else history
+            wall = lamina_train(folder, data, output, processes)
+            training = json.loads((output / "history.json").read_text())
+            history = training["history"]
             rows = json.loads((output / "metrics.json").read_text())
             seconds = statistics.median(record["seconds"] for record in history[1:])
-            train_rows = int(args.ddp_rows * 0.8)
+            train_rows = training["rows"]["train"]
             rates.setdefault(processes, []).append(train_rows / seconds)
-            auc = rows["test"]["y"]["roc_auc"] if "test" in rows else float("nan")
-            results[output.name] = (processes, seconds, wall, auc)
+            score = rows["test"][metric[0]][metric[1]] if "test" in rows else float("nan")
+            results[output.name] = (processes, seconds, wall, score)
             print(f"  {processes} process(es): median epoch {seconds:.2f} s ({train_rows / seconds:,.0f} examples/s), "
-                  f"wall {wall:.1f} s, test ROC AUC {auc:.4f}")
+                  f"wall {wall:.1f} s, test {metric[1]} {score:.4f}, load average {os.getloadavg()[0]:.1f}")
         one, two = statistics.median(rates[1]), statistics.median(rates[2])
         print(f"\n| processes x threads | examples/s (median of 2 runs) |\n|---|---:|\n| 1 x 1 | {one:,.0f} |\n"
               f"| 2 x 1 (torchrun, gloo) | {two:,.0f} |")
@@ -145,28 +178,64 @@ def part_tune(args) -> None:
     print("compare with benchmarks/adult.py (the hand-tuned examples/adult.yaml and the GBM on the same split)")
 
 
+def fashion_mnist(device: str, epochs: int, threads: int, quick: bool) -> str:
+    """benchmarks/fashion_mnist.py on `device` with `precision: auto` (bf16 or fp16 autocast on a GPU):
+    lamina against the hand-written loop on the same device (on a GPU, a hand-written AMP loop)."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "fashion_mnist.py"), "--set", f"training.device={device}",
+               "--set", "training.precision=auto", "--set", f"training.epochs={epochs}", "--threads", str(threads),
+               *(["--quick"] if quick else [])]
+    done = subprocess.run(command, capture_output=True, text=True)
+    print(done.stdout[-6000:])
+    if done.returncode:
+        raise SystemExit(done.stderr[-3000:])
+    return done.stdout
+
+
+def images_per_second(output: str) -> float:
+    """lamina's median-epoch training images/s from fashion_mnist.py's throughput table."""
+    line = next(line for line in output.splitlines() if line.startswith("| median epoch |"))
+    return float(line.split("|")[2].replace(",", ""))
+
+
 def part_gpu(args) -> None:
+    """Fashion-MNIST on the GPU (lamina and the hand-written AMP loop, goal >= 0.9x), the same on all
+    of this machine's CPU cores for the speed-up, then the GPU tests."""
     import torch
 
-    if not torch.cuda.is_available():
+    device = args.gpu_device
+    if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU here: run this part on a GPU machine (docs/benchmarks.md says what was measured)")
-    print(f"GPU: {torch.cuda.get_device_name(0)}")
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fashion_mnist.py"), "--set", "training.device=cuda",
-                    "--set", "training.precision=auto"], check=True)
-    subprocess.run([sys.executable, "-m", "pytest", "-p", "no:xdist", str(ROOT / "tests" / "test_devices.py")],
-                   check=True)
+    cores = os.cpu_count() or 1
+    if device == "cuda":
+        print(f"GPU: {torch.cuda.get_device_name(0)}, bf16 supported: {torch.cuda.is_bf16_supported()}, "
+              f"torch {torch.__version__}, CUDA {torch.version.cuda}")
+    print(f"\n-- Fashion-MNIST on {device}, {args.gpu_epochs} epochs")
+    on_device = images_per_second(fashion_mnist(device, args.gpu_epochs, min(cores, 4), args.quick))
+    print(f"\n-- the same on the CPU, {cores} threads, 1 epoch")
+    on_cpu = images_per_second(fashion_mnist("cpu", 1, cores, args.quick))
+    print(f"\nlamina training images/s: {device} {on_device:,.0f}, CPU ({cores} threads) {on_cpu:,.0f}: "
+          f"speed-up {on_device / on_cpu:.1f}x")
+    tests = [str(ROOT / "tests" / "test_devices.py")]
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:xdist", "-rs", *tests], capture_output=True,
+                          text=True)
+    print(done.stdout[-3000:])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["ddp", "stream", "tune", "gpu", "all"], default="all")
-    parser.add_argument("--ddp-rows", type=int, default=60_000)
+    parser.add_argument("--ddp-model", choices=["mlp", "cnn"], default="cnn")
+    parser.add_argument("--ddp-rows", type=int, default=60_000, help="rows for the mlp")
+    parser.add_argument("--ddp-images", type=int, default=15_000, help="Fashion-MNIST images for the cnn")
     parser.add_argument("--ddp-batch", type=int, default=1024, help="rows per step over all processes")
     parser.add_argument("--rows", type=int, default=5_000_000, help="rows of the streamed Parquet file")
     parser.add_argument("--buffer", type=int, default=100_000, help="shuffle buffer rows when streaming")
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--jobs", type=int, default=2, help="worker processes of the search")
     parser.add_argument("--output", help="where `--part tune` writes its study (default: a temporary folder)")
+    parser.add_argument("--gpu-device", default="cuda", help="`--part gpu` on this device (cpu: try the script)")
+    parser.add_argument("--gpu-epochs", type=int, default=10, help="Fashion-MNIST epochs of `--part gpu`")
+    parser.add_argument("--quick", action="store_true", help="`--part gpu` on 1,000 images (a smoke test)")
     args = parser.parse_args()
     print(f"scale: {machine()}\n  {lamina_source()}")
     parts = ["ddp", "stream", "tune"] if args.part == "all" else [args.part]

@@ -6,7 +6,7 @@ The folder is written from a real data set: mnist_5k (all 5,000 MNIST digits tha
 28x28 grey) by default, or Fashion-MNIST (`--source fashion_mnist --per-class 800`: 8,000 clothing
 photos). Prints the inferred default, the test accuracy of both models, their ratio and wall times.
 
-    python benchmarks/zero_config_images.py                       # 5,000 digits (about 10 min on 2 busy cores)
+    python benchmarks/zero_config_images.py                       # 5,000 digits (10 to 55 min on 2 busy cores)
     python benchmarks/zero_config_images.py --per-class 150       # 1,500 digits
     python benchmarks/zero_config_images.py --source fashion_mnist --per-class 800
     python benchmarks/zero_config_images.py --quick               # smoke test: 300 digits

@@ -5,14 +5,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 import torch
 
-from lamina import artifact, compare as comparison, devices, evaluation, features, sampling, streaming, train
+from lamina import artifact, devices, evaluation, features, sampling, streaming, tracking, train
 from lamina.config import Config, load_config
 from lamina.data import (check_columns, columns_of, labelled_rows, learning_rows, read_rows, rows_located,
                          rows_to_keep, split_rows, tensors)
@@ -21,6 +23,9 @@ from lamina.network import Network
 
 GENERATION_ROWS = 1000  # train/validation rows whose text outputs are generated for the final metrics
 RANKING_CHUNK = 2048  # rows scored at once against every item of a ranking output
+# up to this many rows (dicts), predict encodes each input's cells itself (Feature.encode_rows) instead of
+# building a DataFrame: a DataFrame and its per-column pandas work cost ~10 ms whatever the rows
+FAST_ROWS = 256
 
 
 def _rows_located(method):
@@ -77,7 +82,15 @@ class Model:
             quiet: bool = False, on_epoch: Callable[[dict], None] | None = None) -> "Model":
         """Split the data, learn the preprocessing on the training rows, train, and measure on the
         validation and test rows. With `output_dir`, checkpoints each epoch and saves the model.
-        `on_epoch(record)` is called after each epoch with its history record (see train.fit)."""
+        `on_epoch(record)` is called after each epoch with its history record (see train.fit). With
+        `training.log`, each epoch and the final metrics also go to TensorBoard or MLflow (tracking.py)."""
+        with tracking.start(self.config, output_dir) as tracker:
+            self._fit(data, output_dir, resume, quiet, tracker.follow(on_epoch))
+            tracker.finish(self, output_dir)
+        return self
+
+    def _fit(self, data: Any, output_dir: str | Path | None, resume: bool, quiet: bool,
+             on_epoch: Callable[[dict], None] | None) -> "Model":
         if streaming.wanted(data, self.config.training):  # Parquet larger than memory: read batch by batch
             return streaming.fit(self, data, output_dir=output_dir, resume=resume, quiet=quiet, on_epoch=on_epoch)
         config = self.config
@@ -131,7 +144,8 @@ class Model:
 
     def _fingerprint(self, rows: dict) -> str:
         config = self.config.to_dict()
-        for key in ("workers", "device", "compile"):  # where and how batches run does not change what is learned
+        # where and how batches run, and where the run is logged, do not change what is learned
+        for key in ("workers", "device", "compile", "log", "log_dir", "tracking_uri", "experiment", "run_name"):
             config["training"].pop(key, None)
         learned = {"config": config, "rows": rows,
                    "stats": [f.stats for f in self.inputs_ + self.outputs_]}
@@ -159,13 +173,72 @@ class Model:
 
     @_rows_located
     def predict(self, data: Any) -> pd.DataFrame:
-        """Predictions for every row: one column per output, plus probabilities for classifiers."""
+        """Predictions for every row: one column per output, plus probabilities for classifiers. One
+        row or a few (a dict, a list of up to FAST_ROWS dicts) skip the DataFrame (see predict_rows)."""
         self._check_fitted()
+        rows = self._few_rows(data)
+        if rows is not None:  # one dict or a few: the same DataFrame, without pandas on the way in
+            return pd.DataFrame(self._decoded_few(rows), index=pd.RangeIndex(len(rows)))
         frame, source = read_rows(data, self.config)
         if frame.empty:
             raise DataError(f"{source} has no rows; nothing to predict")
         check_columns(frame, [f.config.name for f in self.inputs_], source)
         return pd.concat([self._decode(part, raw) for part, raw in self._scored(frame)])
+
+    def predict_rows(self, rows: dict | list[dict]) -> list[dict]:
+        """Predictions of one row (a dict) or a few (a list of dicts) as one dict per row, with plain
+        Python values (NaN as None), as `lamina serve` answers them: what predict gives, without a
+        DataFrame in or out when there are at most FAST_ROWS rows. Larger lists take predict's path."""
+        self._check_fitted()
+        few = self._few_rows(rows)
+        if few is None:
+            return json.loads(self.predict(rows).to_json(orient="records", double_precision=15))
+        return records(self._decoded_few(few), len(few))
+
+    def _few_rows(self, data: Any) -> list[dict] | None:
+        """`data` as a list of row dicts when the fast path can take it: a dict holding one row or a list
+        of at most FAST_ROWS dicts, naming every input (else predict's path raises the error naming the
+        missing column), for outputs whose decoding reads no rows. None: predict builds a DataFrame."""
+        if isinstance(data, dict):
+            if any(isinstance(value, (list, tuple)) for value in data.values()):
+                return None  # a dict of columns, as predict reads it
+            data = [data]
+        if not isinstance(data, list) or not 0 < len(data) <= FAST_ROWS or \
+                not all(type(row) is dict for row in data):
+            return None
+        if any(feature.decode_reads_rows() for feature in self.outputs_):
+            return None
+        for feature in self.inputs_:
+            name = feature.config.name
+            if not any(name in row for row in data):
+                return None
+        return data
+
+    def _decoded_few(self, rows: list[dict]) -> dict[str, Any]:
+        """{output column: values} for a few row dicts: each input's cells encoded by encode_rows (a key
+        absent from a row is a missing cell, as in a DataFrame built from the rows), one forward pass
+        without autograd's bookkeeping (inference mode), and the outputs' decode."""
+        with torch.inference_mode():
+            inputs = {feature.config.name: feature.encode_rows([row.get(feature.config.name) for row in rows])
+                      for feature in self.inputs_}
+            raw = train.predict_raw(self.network_, {"inputs": inputs, "targets": {}}, engine=self._engine())
+            columns: dict[str, Any] = {}
+            for feature in self.outputs_:
+                columns.update(feature.decode(raw[feature.config.name]))
+        return columns
+
+    def _warm(self) -> None:
+        """Pay one-off costs once, when loaded: the inputs' lookup tables (prepared()) and the first forward
+        pass's allocations, on a row of the inputs' request examples where every input has one that is not
+        a file. A warm-up only: whatever it meets, loading goes on and a real prediction reports its error."""
+        try:
+            for feature in self.inputs_ + self.outputs_:
+                feature.prepared()
+            fields = [feature.request_field() for feature in self.inputs_]
+            if not any(field.file for field in fields):  # an example file is base64 text the server decodes
+                self.predict_rows({feature.config.name: field.example for feature, field in zip(self.inputs_, fields)})
+        except Exception:  # noqa: BLE001
+            pass
 
     def _scored(self, frame: pd.DataFrame):
         """(rows, raw outputs) for all rows at once, or chunk by chunk when a ranking output scores
@@ -216,6 +289,8 @@ class Model:
         the test rows; the result (JSON-able, with a 'verdict') is also kept as `comparison_`.
         `seed` drives the bootstrap resamples and the classic models."""
         self._check_fitted()
+        from lamina import compare as comparison  # scikit-learn and SciPy: imported when a comparison runs
+
         self.comparison_ = comparison.run(self, data, resamples=resamples, seed=seed)
         return self.comparison_
 
@@ -279,7 +354,26 @@ class Model:
         model.comparison_ = parts["comparison"]
         model.evaluation_ = parts["evaluation"]
         model.tuning_ = parts["tuning"]
+        model._warm()
         return model
+
+
+def records(columns: dict[str, Any], rows: int) -> list[dict]:
+    """{column: `rows` values} (arrays, lists) -> one dict per row of plain Python values, NaN as None
+    (what JSON carries), without pandas."""
+    plain = {}
+    for name, values in columns.items():
+        values = values.tolist() if isinstance(values, np.ndarray) else list(values)
+        plain[name] = [_plain_value(value) for value in values]
+    return [{name: values[row] for name, values in plain.items()} for row in range(rows)]
+
+
+def _plain_value(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
 
 
 def load(path: str | Path) -> Model:

@@ -1,6 +1,6 @@
-"""Saving and loading a trained model as a folder: config (YAML), learned statistics (JSON),
-weights (safetensors), metrics and history, optional extras added later (comparison.json), and a
-manifest of checksums. Nothing is pickled."""
+"""Saving and loading a trained model as a folder: config (YAML, as a person reads it, and JSON, whole),
+learned statistics (JSON), weights (safetensors), metrics and history, its model card (model_card.py),
+optional extras added later (comparison.json), and a manifest of checksums. Nothing is pickled."""
 from __future__ import annotations
 
 import csv
@@ -16,12 +16,14 @@ import stat
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors, save_file
 
-from lamina.config import MAX_NESTING, MAX_YAML_VALUES, load_config, nesting_problem
+from lamina import model_card
+from lamina.config import MAX_NESTING, MAX_YAML_VALUES, load_config, nesting_problem, to_yaml
 from lamina.errors import ArtifactError, ConfigError
 from lamina.version import __version__
 
@@ -34,6 +36,11 @@ OPTIONAL = (COMPARISON, EVALUATION, TUNING)
 EXTRAS = (("comparison", COMPARISON), ("evaluation", EVALUATION), ("tuning", TUNING))  # Model.<part>_ <-> file
 # every file the loader parses; each must be listed in the manifest, so none is read unchecked
 REQUIRED = ("config.yaml", "stats.json", "weights.safetensors", "metrics.json", "history.json")
+# the resolved config, every key with its value: config.yaml leaves out defaults, which a later lamina may
+# change; read whenever the manifest lists it (folders saved before it existed have a complete config.yaml)
+RESOLVED = "resolved_config.json"
+READABLE_HEADER = (f"# the config this model was trained with: the keys set and the defaults that matter; every "
+                   f"value,\n# defaults included, is in {RESOLVED} (lamina config --resolved THIS_FOLDER)\n")
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest lists a dozen files; anything larger is not one lamina wrote
 # a manifest names files of this one folder: no separators, no '..', no leading dot, no NUL or control bytes
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
@@ -128,12 +135,14 @@ def write_history_csv(history: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
-def _write_parts(model, staging: Path) -> list[str]:
-    """Every file of the model folder except the manifest, written into `staging`; their names."""
+def _write_parts(model, staging: Path, folder: Path) -> list[str]:
+    """Every file of the model folder except the manifest, written into `staging`; their names. The
+    card names `folder`, where the files end up."""
     stats = {"format_version": FORMAT_VERSION, "lamina_version": __version__,
              "inputs": {f.config.name: f.stats for f in model.inputs_},
              "outputs": {f.config.name: f.stats for f in model.outputs_}}
-    (staging / "config.yaml").write_text(yaml.safe_dump(model.config.to_dict(), sort_keys=False), "utf-8")
+    (staging / "config.yaml").write_text(READABLE_HEADER + to_yaml(model.config.readable()), "utf-8")
+    (staging / RESOLVED).write_text(json.dumps(model.config.to_dict(), indent=1), "utf-8")
     (staging / "stats.json").write_text(json.dumps(stats, indent=1), "utf-8")
     weights = {key: value.detach().cpu().contiguous() for key, value in model.network_.state_dict().items()}
     save_file(weights, staging / "weights.safetensors", metadata={"format": "pt"})
@@ -144,6 +153,7 @@ def _write_parts(model, staging: Path) -> list[str]:
         value = getattr(model, f"{part}_", None)  # absent on a model object from before the part existed
         if value is not None:
             (staging / name).write_text(json.dumps(value), "utf-8")
+    (staging / model_card.MODEL_CARD).write_text(model_card.render(model, folder), "utf-8")
     files = sorted(item.name for item in staging.iterdir())
     # safetensors writes its file private (0600); every file gets the mode the umask gives a new file
     mode = (staging / "config.yaml").stat().st_mode & 0o777
@@ -167,7 +177,7 @@ def save(model, path: str | Path) -> Path:
     staging = home / temporary_name()
     staging.mkdir()  # not tempfile.mkdtemp: that folder would be private (0700), and may become the model
     try:
-        files = _write_parts(model, staging)
+        files = _write_parts(model, staging, folder)
         if fresh:
             try:
                 os.rename(staging, folder)  # also replaces an empty folder created meanwhile
@@ -201,14 +211,20 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def add_file(path: str | Path, name: str, text: str) -> Path:
-    """Add or replace an optional file (one of OPTIONAL) in a saved, intact model folder. The
-    manifest first forgets the file, then the file is replaced, then the manifest lists it again:
-    a crash at any step leaves a folder that loads (at worst without the file)."""
+    """Add or replace an optional file (one of OPTIONAL) in a saved, intact model folder, then rewrite
+    its model card to match. The manifest first forgets each file, then the file is replaced, then
+    the manifest lists it again: a crash at any step leaves a folder that loads (at worst without it)."""
     if name not in OPTIONAL:
         raise ArtifactError(f"'{name}' is not an optional file of a model folder; expected one of {OPTIONAL}")
     folder = Path(path)
     manifest = verify(folder)
     remove_leftovers(folder)
+    _replace(folder, manifest, name, text)
+    _replace(folder, manifest, model_card.MODEL_CARD, model_card.render_parts(read(folder), folder))
+    return folder / name
+
+
+def _replace(folder: Path, manifest: dict, name: str, text: str) -> None:
     files = manifest["files"]
     if files.pop(name, None) is not None:
         _write_atomically(folder / MANIFEST, json.dumps(manifest, indent=1))
@@ -216,7 +232,6 @@ def add_file(path: str | Path, name: str, text: str) -> Path:
     files[name] = _entry(folder / name)
     manifest["files"] = dict(sorted(files.items()))
     _write_atomically(folder / MANIFEST, json.dumps(manifest, indent=1))
-    return folder / name
 
 
 def _read_plain(file: Path, size: int | None = None, limit: int | None = None) -> bytes:
@@ -344,14 +359,16 @@ def _parse(file: Path, data: bytes) -> dict:
 
 
 def read(path: str | Path) -> dict:
-    """Check a model folder and return its parts: config (dict), stats, weights, metrics, training,
-    and comparison and evaluation (None when the manifest does not list them). Only files the
-    manifest lists are read; any other file in the folder (report.html, notes) is ignored."""
+    """Check a model folder and return its parts: config (config.yaml's dict), resolved (the whole config's
+    dict, None in a folder saved before it was kept), stats, weights, metrics, training, and comparison
+    and evaluation (None when the manifest does not list them). Only files the manifest lists are read;
+    any other file in the folder (report.html, notes) is ignored."""
     folder = Path(path)
     contents = _read_checked(folder, _manifest(folder))
     parts = {part: _parse(folder / name, contents[name]) for part, name in
              (("config", "config.yaml"), ("stats", "stats.json"), ("metrics", "metrics.json"),
               ("training", "history.json"))}
+    parts["resolved"] = _parse(folder / RESOLVED, contents[RESOLVED]) if RESOLVED in contents else None
     for part, name in EXTRAS:
         parts[part] = _parse(folder / name, contents[name]) if name in contents else None
     try:
@@ -362,8 +379,51 @@ def read(path: str | Path) -> dict:
     return parts
 
 
+def read_config(path: str | Path):
+    """The Config a saved model was trained with (see check_config), checking and reading only the
+    folder's config files."""
+    folder = Path(path)
+    listed = _manifest(folder)["files"]
+    contents = _read_checked(folder, {"files": {name: entry for name, entry in listed.items()
+                                                if name in ("config.yaml", RESOLVED)}})
+    return check_config({"config": _parse(folder / "config.yaml", contents["config.yaml"]),
+                         "resolved": _parse(folder / RESOLVED, contents[RESOLVED]) if RESOLVED in contents
+                         else None}, folder)
+
+
 def check_config(parts: dict, folder: str | Path):
+    """The Config a saved model was trained with: its resolved config when the folder keeps one, so
+    that defaults changed by a later lamina change nothing, else config.yaml (written whole before the
+    resolved config was kept). config.yaml, what a person reads, must agree with it on every key it
+    states: a disagreement means one of them was edited after the save."""
+    readable = _valid_config(parts["config"], Path(folder) / "config.yaml")
+    if parts.get("resolved") is None:
+        return readable
+    resolved = _valid_config(parts["resolved"], Path(folder) / RESOLVED)
+    found = _disagreement(parts["config"], parts["resolved"])
+    if found:
+        where, stated, kept = found
+        raise ArtifactError(f"'{folder}' does not fit together: config.yaml says {where}: {stated!r}, but the "
+                            f"config the model was trained with ({RESOLVED}) says {kept!r}; restore the original "
+                            f"folder, or train a new model from the edited config.yaml")
+    # loaded from config.yaml, it knows which keys were set, so a model saved again reads the same
+    return readable if readable.to_dict() == resolved.to_dict() else resolved
+
+
+def _valid_config(values: dict, file: Path):
     try:
-        return load_config(parts["config"])
+        return load_config(values)
     except ConfigError as error:
-        raise ArtifactError(f"'{folder}/config.yaml' is not a valid config: {error}") from None
+        raise ArtifactError(f"'{file}' is not a valid config: {error}") from None
+
+
+def _disagreement(stated: Any, kept: Any, where: str = "") -> tuple[str, Any, Any] | None:
+    """(key path, value, kept value) of the first value that config.yaml states and the resolved config
+    does not hold, or None."""
+    if isinstance(stated, dict) and isinstance(kept, dict):
+        pairs = [(f"{where}.{key}" if where else str(key), value, kept.get(key)) for key, value in stated.items()]
+    elif isinstance(stated, list) and isinstance(kept, list) and len(stated) == len(kept):
+        pairs = [(f"{where}[{index}]", value, other) for index, (value, other) in enumerate(zip(stated, kept))]
+    else:
+        return None if stated == kept else (where or "the config", stated, kept)
+    return next(filter(None, (_disagreement(value, other, key) for key, value, other in pairs)), None)

@@ -1,5 +1,5 @@
 """The command line: lamina train | tune | evaluate | predict | recommend | compare | explain | report | serve |
-export | init-config | datasets | config-schema."""
+export | init-config | datasets | config | config-schema."""
 from __future__ import annotations
 
 import argparse
@@ -97,18 +97,19 @@ def _report(args) -> None:
 def _folder_config(data: str) -> dict:
     """With no --config, a folder of class sub-folders gets a default image classifier."""
     from lamina.data import read_folder
-    from lamina.features.image import infer_options
+    from lamina.features.image import FOLDER_OUTPUT, FOLDER_TRAINING, infer_options
 
     if not Path(data).is_dir():
         raise ConfigError("--config is needed unless --data is a folder of class sub-folders of images; "
                           "`lamina init-config --data FILE --target COLUMN` writes a starting config")
     frame = read_folder(Path(data))
-    image = {"name": "image", "type": "image", **infer_options(frame["image"])}  # size and channels of the files
-    config = {"inputs": [image], "outputs": [{"name": "label", "type": "category"}]}
+    image = {"name": "image", "type": "image", **infer_options(frame["image"])}  # size, channels, encoder
+    config = {"inputs": [image], "outputs": [{"name": "label", "type": "category", **FOLDER_OUTPUT}],
+              "training": dict(FOLDER_TRAINING)}
     if "split" in frame.columns:
         config["split"] = {"method": "column", "column": "split"}
-    print("no --config given; training this default (image size and channels from the files' headers; save it as "
-          "a YAML file to change it):")
+    print("no --config given; training this default (image size and channels from the files' headers, the encoder "
+          "from their size; save it as a YAML file to change it):")
     print(yaml.safe_dump(config, sort_keys=False, default_flow_style=None), end="")
     return config
 
@@ -252,15 +253,29 @@ def _explain(args) -> None:
 
 
 def _init_config(args) -> None:
-    from lamina.data import read_table
-    from lamina.init_config import infer_config
+    from lamina.config import load_config, to_yaml
+    from lamina.data import read_sample
+    from lamina.init_config import SAMPLE_ROWS, infer_config
 
-    frame, source = read_table(args.data)
+    frame, source = read_sample(args.data, SAMPLE_ROWS)  # a large file is not read whole to infer types
     config, notes = infer_config(frame, args.target)
-    header = [f"# lamina config inferred from {source}: check the types, then train with", "#   lamina train "
-              f"--config THIS.yaml --data {args.data} --output runs/model"] + [f"# {note}" for note in notes]
+    config = load_config(config).readable()  # what was inferred, and the defaults that matter under it
+    header = [f"# lamina config inferred from {source} (its first {len(frame)} rows): check the types, then train with",
+              f"#   lamina train --config THIS.yaml --data {args.data} --output runs/model",
+              "# each column: the type chosen, its confidence (why), and a close runner-up"] + \
+        [f"# {note}" for note in notes]
     print("\n".join(header))
-    print(yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=110), end="")
+    print(to_yaml(config), end="")
+
+
+def _config(args) -> None:
+    """A config file, or a saved model's config, as a person reads it, or with --resolved every value."""
+    from lamina import artifact
+    from lamina.config import load_config, to_yaml
+
+    source = Path(args.source)
+    config = artifact.read_config(source) if source.is_dir() else load_config(source)
+    print(to_yaml(config.to_dict() if args.resolved else config.readable()), end="")
 
 
 def _datasets(args) -> None:
@@ -277,8 +292,9 @@ def _datasets(args) -> None:
           f"\n  licence: {item.licence}\n  local copy: {item.locate() or 'none (install: ' + item.install + ')'}")
     frame = datasets.load(item.name)
     print(f"  {len(frame)} rows x {frame.shape[1]} columns")
-    def distinct(column: pd.Series):  # cells holding arrays (images) cannot be hashed
-        return column.nunique() if not column.map(lambda value: hasattr(value, "shape")).any() else "(arrays)"
+    def distinct(column: pd.Series):  # cells holding arrays (images) or lists (boxes) cannot be hashed
+        unhashable = column.map(lambda value: hasattr(value, "shape") or isinstance(value, list)).any()
+        return column.nunique() if not unhashable else "(arrays)"
 
     print(pd.DataFrame({"dtype": frame.dtypes.astype(str), "missing": frame.isna().sum(),
                         "distinct": {name: distinct(frame[name]) for name in frame.columns}}).to_string())
@@ -404,6 +420,12 @@ def parser() -> argparse.ArgumentParser:
     data.add_argument("action", choices=["list", "show"])
     data.add_argument("name", nargs="?")
     data.set_defaults(run=_datasets)
+    shown = commands.add_parser("config", help="print a config as a person reads it (the keys set and the defaults "
+                                               "that matter under them), or every value with --resolved")
+    shown.add_argument("source", help="a YAML config file, or a model folder (the --output of lamina train)")
+    shown.add_argument("--resolved", action="store_true", help="every key with its value, defaults included: for "
+                                                               "a model folder, exactly what it was trained with")
+    shown.set_defaults(run=_config)
     schema = commands.add_parser("config-schema", help="print the config's JSON Schema (for editors)")
     schema.set_defaults(run=_config_schema)
     return main

@@ -18,6 +18,9 @@ from lamina.features import REGISTRY, build, input_types, output_types
 STRICT = ConfigDict(extra="forbid")
 MAX_NESTING = 100  # configs and learned stats nest a few levels; far below the interpreter's recursion limit
 MAX_YAML_VALUES = 1_000_000  # values in a YAML file once aliases are expanded; a config holds hundreds
+# a key whose default a readable config leaves out unless it was set (see readable and features/base.py)
+WHEN_SET = {"shown_when": "set"}
+ROLES = {"inputs": "input", "outputs": "output"}  # the role a feature's `shown_when` conditions may name
 
 
 def _feature_model(type_name: str, role: str) -> type[BaseModel]:
@@ -29,7 +32,8 @@ def _feature_model(type_name: str, role: str) -> type[BaseModel]:
     }
     fields.update({key: (field.annotation, field) for key, field in options.model_fields.items()})
     if role == "output":
-        fields["weight"] = (float, Field(1.0, gt=0, description="weight of this output's loss in the total"))
+        fields["weight"] = (float, Field(1.0, gt=0, description="weight of this output's loss in the total",
+                                         json_schema_extra=WHEN_SET))
 
     def check_options(feature: BaseModel) -> BaseModel:  # the Options' own checks across keys
         try:
@@ -49,7 +53,8 @@ OutputFeature = Annotated[Union[tuple(OUTPUT_MODELS.values())], Field(discrimina
 
 
 class Hidden(BaseModel):
-    """The hidden layers between the concatenated input encodings and the output heads."""
+    """The hidden layers between the concatenated input encodings and the output heads. A readable config
+    shows all of these: together they are the shape of the network."""
 
     model_config = STRICT
     layers: int = Field(3, ge=0, le=64, description="number of hidden layers")
@@ -67,35 +72,72 @@ class EarlyStopping(BaseModel):
 
 
 class Training(BaseModel):
+    """How the network learns. A readable config shows the defaults that decide what is learned and how
+    long (epochs, batch size, learning rate, its schedule, early stopping); the rest (regularisation
+    fine print, the seed, where and how batches run, logging) changes little or nothing of the result, so
+    it shows only when set."""
+
     model_config = STRICT
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(256, ge=1)
     learning_rate: float | Literal["auto"] = Field(
         "auto", description="a number, or auto: a learning-rate range test picks it before training")
     schedule: Literal["one_cycle", "cosine", "constant"] = "one_cycle"
-    weight_decay: float = Field(0.01, ge=0.0)
-    gradient_clip: float | None = Field(1.0, gt=0.0, description="max gradient norm; null turns clipping off")
+    weight_decay: float = Field(0.01, ge=0.0, json_schema_extra=WHEN_SET)
+    gradient_clip: float | None = Field(1.0, gt=0.0, description="max gradient norm; null turns clipping off",
+                                        json_schema_extra=WHEN_SET)
     early_stopping: EarlyStopping | None = Field(default_factory=EarlyStopping)
-    seed: int = 42
+    seed: int = Field(42, json_schema_extra=WHEN_SET)
     workers: int = Field(2, ge=0, description="background processes that decode lazily read columns (image files "
                                               "too many to hold in memory) for training batches; 0: decode in "
-                                              "the main process")
+                                              "the main process", json_schema_extra=WHEN_SET)
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
                         description="where the network trains: auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps; "
-                                    "under torchrun each process takes the GPU of its local rank")
+                                    "under torchrun each process takes the GPU of its local rank",
+                        json_schema_extra=WHEN_SET)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="autocast: bf16 or fp16 (with gradient scaling) halve memory and speed up GPUs; auto: "
-                            "bf16 where the GPU supports it, else fp16 on CUDA, fp32 on the CPU")
-    compile: bool = Field(False, description="compile the network with torch.compile (slower start, faster steps)")
+                            "bf16 where the GPU supports it, else fp16 on CUDA, fp32 on the CPU",
+        json_schema_extra=WHEN_SET)
+    compile: bool = Field(False, description="compile the network with torch.compile (slower start, faster steps)",
+                          json_schema_extra=WHEN_SET)
     streaming: Literal["auto"] | bool = Field(
         "auto", description="read a Parquet file (or folder of them) batch by batch instead of into memory; auto: "
-                            "when the files are larger than 2 GiB")
+                            "when the files are larger than 2 GiB", json_schema_extra=WHEN_SET)
     shuffle_buffer: int = Field(100_000, ge=1, description="rows held in memory to shuffle a streamed file's "
-                                                            "batches: memory stays bounded by it")
+                                                            "batches: memory stays bounded by it",
+                                json_schema_extra=WHEN_SET)
+    log: Literal["none", "tensorboard", "mlflow"] = Field(
+        "none", description="also write each epoch's losses, validation metrics, learning rate and time, and the "
+                            "final metrics, to TensorBoard or MLflow (pip install 'lamina[tracking]')",
+        json_schema_extra=WHEN_SET)
+    log_dir: str | None = Field(None, min_length=1, description="for log: tensorboard, the folder of the runs' "
+                                                                "event files (default: tensorboard/ in the output "
+                                                                "folder, else runs/ in the working directory)")
+    tracking_uri: str | None = Field(None, min_length=1, description="for log: mlflow, where runs are stored: a "
+                                                                     "tracking server (http://host:5000) or a "
+                                                                     "database (sqlite:///path/mlflow.db); default: "
+                                                                     "mlflow.db in the output folder, else MLflow's "
+                                                                     "own default")
+    experiment: str = Field("lamina", min_length=1, json_schema_extra={"shown_when": {"log": ["mlflow"]}},
+                            description="the MLflow experiment the run belongs to")
+    run_name: str | None = Field(None, min_length=1, description="the run's name in MLflow or its folder in "
+                                                                 "log_dir (default: the date and time)")
+
+    @model_validator(mode="after")
+    def _check_log(self) -> "Training":
+        if self.log_dir is not None and self.log != "tensorboard":
+            raise ValueError(f"log_dir applies to log: tensorboard, but log is {self.log}; set log: tensorboard "
+                             f"or remove log_dir")
+        if self.tracking_uri is not None and self.log != "mlflow":
+            raise ValueError(f"tracking_uri applies to log: mlflow, but log is {self.log}; set log: mlflow or "
+                             f"remove tracking_uri")
+        return self
 
 
 class Split(BaseModel):
-    """How rows are divided into train / validation / test."""
+    """How rows are divided into train / validation / test. A readable config shows the method and the
+    ratios (which rows a model is tested on); the other keys have no default that applies (null)."""
 
     model_config = STRICT
     method: Literal["auto", "random", "stratified", "column", "time"] = Field(
@@ -175,8 +217,54 @@ class Config(BaseModel):
         return self
 
     def to_dict(self) -> dict[str, Any]:
+        """The resolved config: every key with its value, defaults included (what a model was trained with)."""
         # without a tune section, saved configs (and fingerprints) stay as they were before it existed
         return self.model_dump(mode="json", exclude={"tune"} if self.tune is None else None)
+
+    def readable(self) -> dict[str, Any]:
+        """The config as a person reads it (a saved config.yaml, init-config): the keys that were set, and
+        the defaults that matter under them; load_config of it gives this config again (see _readable)."""
+        return _readable(self, {})
+
+
+def _readable(model: BaseModel, context: dict[str, Any]) -> dict[str, Any]:
+    """The keys of `model` worth reading, JSON-able: those set (even to their default), those whose value
+    is not their default, and the defaults that apply. A default applies unless it is null (nothing
+    chosen: lamina decides from the data) or its field's json_schema_extra says `shown_when`: "set"
+    (only when set), {key: [values]} (only when each such key of the same model, or of `context`,
+    the feature's role, holds one of the values) or a list of such conditions (when any holds).
+    Everything left out is at its default, so loading the result gives the same config while the
+    defaults stay what they are."""
+    dumped = model.model_dump(mode="json")
+    values = dict(model)
+    shown = {}
+    for key, field in type(model).model_fields.items():
+        value, default = values[key], field.get_default(call_default_factory=True)
+        if key not in model.model_fields_set and value == default and not _applies(field, default, values, context):
+            continue
+        if isinstance(value, BaseModel):
+            shown[key] = _readable(value, {})
+        elif isinstance(value, list) and key in ROLES and all(isinstance(item, BaseModel) for item in value):
+            shown[key] = [_readable(item, {"role": ROLES[key]}) for item in value]
+        else:
+            shown[key] = dumped[key]
+    return shown
+
+
+def _applies(field: Any, default: Any, values: dict[str, Any], context: dict[str, Any]) -> bool:
+    """Whether a default is worth showing where it is (see _readable)."""
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    rule = extra.get("shown_when")
+    if rule == "set" or default is None:
+        return False
+    known = {**context, **values}
+    alternatives = rule if isinstance(rule, list) else [rule or {}]
+    return any(all(known.get(key) in allowed for key, allowed in conditions.items()) for conditions in alternatives)
+
+
+def to_yaml(values: dict[str, Any]) -> str:
+    """A config dict as YAML the way people write it: sections in order, each feature on one line."""
+    return yaml.safe_dump(values, sort_keys=False, default_flow_style=None, width=110)
 
 
 def _check_nested(item: dict, where: str) -> None:

@@ -13,11 +13,11 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.model_selection import train_test_split
 
 from lamina import features
 from lamina.config import Config, Split
 from lamina.errors import ConfigError, DataError, did_you_mean
+from lamina.features import boxes_coco
 from lamina.features.common import missing_mask
 
 READERS = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet",
@@ -75,6 +75,8 @@ def read_table(data: Any, types: dict[str, str] | None = None) -> tuple[pd.DataF
     if not suffixes:
         raise DataError(f"cannot read '{path}': expected a file ending in {', '.join(sorted(READERS))}")
     file_format = READERS[suffixes[-1].lower()]
+    if boxes_coco.is_coco(path):  # object detection in COCO's form: one row per image, its boxes
+        return boxes_coco.read_coco(path), f"COCO file '{path}'"
     with read_errors(path, file_format):
         frame, _ = open_table(path, file_format, types)
     if frame.empty:
@@ -82,15 +84,31 @@ def read_table(data: Any, types: dict[str, str] | None = None) -> tuple[pd.DataF
     return frame, f"'{path}'"
 
 
+def read_sample(data: Any, rows: int) -> tuple[pd.DataFrame, str]:
+    """At most the first `rows` rows of a table, and a label for messages: a CSV/TSV, Parquet or JSON-lines
+    file is read only as far as that (a large file is never loaded whole); anything else as read_table reads it."""
+    file_format = chunkable_format(data)
+    if file_format is None or boxes_coco.is_coco(Path(data)):
+        frame, source = read_table(data)
+        return frame.head(rows), source
+    path = Path(data)
+    with read_errors(path, file_format):
+        chunks, _ = open_table(path, file_format, None, rows=rows)
+        frame = next(iter(chunks), pd.DataFrame())
+    if frame.empty:
+        raise DataError(f"'{path}' has no rows")
+    return frame, f"'{path}'"
+
+
 def chunkable_format(data: Any) -> str | None:
     """csv / tsv / parquet / jsonl for a file that can be read in chunks; None for anything else
-    (a DataFrame, a data set name, a folder, a .json file holding one array)."""
+    (a DataFrame, a data set name, a folder, a .json file holding one array or a COCO object)."""
     if not isinstance(data, (str, Path)) or not Path(data).is_file():
         return None
     suffixes = [suffix.lower() for suffix in Path(data).suffixes if suffix.lower() in READERS]
     if not suffixes:
         return None
-    if READERS[suffixes[-1]] == "jsonl" and _is_json_array(Path(data)):
+    if READERS[suffixes[-1]] == "jsonl" and (_is_json_array(Path(data)) or boxes_coco.is_coco(Path(data))):
         return None
     return READERS[suffixes[-1]]
 
@@ -299,6 +317,8 @@ def split_column(frame: pd.DataFrame, column: str) -> np.ndarray:
 
 def split_rows(frame: pd.DataFrame, config: Config) -> dict[str, np.ndarray]:
     """Positions of the train / validation / test rows, reproducible for a given seed."""
+    from sklearn.model_selection import train_test_split
+
     split: Split = config.split
     seed = config.training.seed if split.seed is None else split.seed
     positions = np.arange(len(frame))
@@ -307,7 +327,7 @@ def split_rows(frame: pd.DataFrame, config: Config) -> dict[str, np.ndarray]:
         mapped = split_column(frame, split.column)
         return {part: positions[mapped == part] for part in ("train", "validation", "test")}
     if split.method == "time":
-        return time_split(frame, split)
+        return time_split(frame, split, config)
     first = config.outputs[0]
     stratify = None
     if split.method == "stratified" or (split.method == "auto" and features.build(first).stratifies()):
@@ -344,13 +364,22 @@ def split_rows(frame: pd.DataFrame, config: Config) -> dict[str, np.ndarray]:
     return {name: np.sort(part) for name, part in parts.items()}
 
 
-def time_split(frame: pd.DataFrame, split: Split) -> dict[str, np.ndarray]:
+def time_split(frame: pd.DataFrame, split: Split, config: Config | None = None) -> dict[str, np.ndarray]:
     """The latest rows are the test and those just before them validation: over all rows, or per
     group (each user's latest interactions), by a number of rows (`holdout`) or by `ratios`. A
-    group always keeps at least one training row."""
+    group always keeps at least one training row. A column that is also an input whose type reads
+    times (a date: its formats, dayfirst) is read by that type."""
     check_columns(frame, [split.column] + ([split.group] if split.group else []), "the data", "split")
     times = frame[split.column]
-    if not pd.api.types.is_numeric_dtype(times):
+    same = [feature for feature in (config.inputs if config else []) if feature.name == split.column]
+    own = features.build(same[0]).time_values(times) if same else None
+    if own is not None:
+        if np.isnan(own).any():
+            position = int(np.argmax(np.isnan(own)))
+            raise DataError(f"split column '{split.column}' row {frame.index[position]}: missing time; fill it or "
+                            f"drop the row")
+        times = pd.Series(own, index=times.index)
+    elif not pd.api.types.is_numeric_dtype(times):
         parsed = pd.to_datetime(times, errors="coerce")
         bad = parsed.isna().to_numpy()
         if bad.any():

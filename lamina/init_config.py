@@ -1,65 +1,92 @@
-"""A starting config inferred from a table: each column's data type, and the target as output."""
+"""A starting config inferred from a table: every registered type is asked whether it recognises each
+column (its `sniff`, on a bounded sample), the most confident one wins, and the target becomes the output."""
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from lamina.data import IMAGE_SUFFIXES
+from lamina import features
 from lamina.errors import DataError, did_you_mean
-from lamina.features.common import missing_mask
+from lamina.features.base import Column, Sniff
+from lamina.features.common import describe_cell, missing_mask
+
+SAMPLE_ROWS = 10_000  # rows of a table looked at: the first ones of a file (never the whole of a large one)
+CLOSE = 0.15  # a runner-up this near the winner's confidence is named beside it
 
 
-def infer_type(column: pd.Series, is_target: bool) -> tuple[str | None, dict, str]:
-    """(type or None to skip, extra options, reason) for one column."""
-    present = column[~missing_mask(column)]
+@dataclass
+class Choice:
+    """What init-config decided for one column: its type (None: left out) and why."""
+    column: str
+    type: str | None
+    reason: str
+    confidence: float = 0.0
+    options: dict = field(default_factory=dict)
+    runner_up: tuple[str, Sniff] | None = None  # (type, its answer) when it came within CLOSE
+
+    def line(self) -> str:
+        """One line of init-config's account: 'age: number 0.70 (numbers); runner-up category 0.50 (...)'."""
+        if self.type is None:
+            return f"'{self.column}': left out, {self.reason}"
+        text = f"'{self.column}': {self.type} {self.confidence:.2f} ({self.reason})"
+        if self.runner_up:
+            name, answer = self.runner_up
+            text += f"; runner-up {name} {answer.confidence:.2f} ({answer.reason})"
+        return text
+
+
+def sniff_column(column: pd.Series, is_target: bool) -> Choice:
+    """Ask every registered type that can take this role (input, or output for the target) about the
+    column; the most confident answer wins, the registry's order breaking ties."""
+    name = str(column.name)
+    present = column[~missing_mask(column)].reset_index(drop=True)
     if present.empty:
-        return None, {}, "empty"
-    if present.map(lambda value: isinstance(value, np.ndarray) and value.ndim in (2, 3)).all():
-        return "image", {}, "pixel arrays"
-    if present.map(lambda value: isinstance(value, (list, tuple, set, np.ndarray))).all():
-        return "set", {}, "lists of labels"
-    unique = present.astype(str).nunique()
-    if unique <= 1:
-        return None, {}, "constant"
-    if unique == 2:
-        return "binary", {}, "two values"
-    numeric = pd.to_numeric(present, errors="coerce")
-    if numeric.notna().all():
-        integral = (numeric == numeric.round()).all()
-        if is_target and integral and unique <= 20:
-            return "category", {}, f"{unique} whole-number classes"
-        skewed = numeric.min() >= 0 and abs(float(numeric.skew())) > 2.0
-        return "number", ({"normalize": "log"} if skewed else {}), "numbers" + (" (skewed)" if skewed else "")
-    text = present.astype(str)
-    if not is_target and text.str.lower().str.endswith(tuple(IMAGE_SUFFIXES)).mean() > 0.9:
-        return "image", {}, "image file paths"
-    words = text.str.split().str.len()
-    if words.mean() >= 3 and unique > 0.5 * len(present):  # sentences, not labels (before the id check)
-        return "text", {"max_length": int(min(512, max(16, np.percentile(words, 95) * 1.5)))}, \
-            f"free text ({words.mean():.0f} words on average)"
-    if not is_target and unique == len(present) and len(present) > 20:
-        return None, {}, "a different value in every row (an id?)"
-    if text.str.contains("|", regex=False).mean() > 0.5:
-        return "set", {"delimiter": "|"}, "'|'-separated labels"
-    return "category", {}, f"{unique} distinct values"
+        return Choice(name, None, "empty")
+    facts = Column(name, present, len(column), is_target)
+    if facts.distinct <= 1 and present.map(lambda value: np.ndim(value) == 0).all():
+        return Choice(name, None, "constant")
+    if facts.grouped_numbers:
+        return Choice(name, None, "numbers written with ',' between thousands ('1,250'), which no type reads; "
+                                  "save the column as plain numbers (1250)")
+    answers = []
+    for type_name, module in features.REGISTRY.items():
+        if not (module.CAN_BE_OUTPUT if is_target else module.CAN_BE_INPUT):
+            continue
+        answer = module.Feature.sniff(facts)
+        if answer is not None and answer.confidence > 0:
+            answers.append((type_name, answer))
+    answers.sort(key=lambda pair: -pair[1].confidence)  # stable: ties keep the registry's order
+    if not answers:
+        scalars = present.map(lambda value: np.ndim(value) == 0).all()
+        if scalars and facts.distinct == len(present) and len(present) > 20:
+            return Choice(name, None, "a different value in every row (an id?)")
+        return Choice(name, None, f"no type recognised it (e.g. {describe_cell(present.iloc[0])[:60]}); declare it "
+                                  f"in the config yourself")
+    (best, answer), rest = answers[0], answers[1:]
+    close = rest[0] if rest and answer.confidence - rest[0][1].confidence <= CLOSE + 1e-9 else None
+    return Choice(name, best, answer.reason, answer.confidence, dict(answer.options), close)
 
 
 def infer_config(frame: pd.DataFrame, targets: list[str]) -> tuple[dict, list[str]]:
-    """A config dict and notes on skipped columns."""
+    """A config dict and one line per column saying the type chosen and why (see Choice.line), from at
+    most the first SAMPLE_ROWS rows of the frame."""
     columns = [str(column) for column in frame.columns]
     for target in targets:
         if target not in frame.columns:
             raise DataError(f"target column '{target}' is not in the data{did_you_mean(target, columns)}")
+    sample = frame.head(SAMPLE_ROWS)
     inputs, outputs, notes = [], [], []
-    for column in frame.columns:
+    for column in sample.columns:
         is_target = column in targets
-        kind, options, reason = infer_type(frame[column], is_target)
-        if kind is None:
+        choice = sniff_column(sample[column].rename(str(column)), is_target)
+        notes.append(choice.line())
+        if choice.type is None:
             if is_target:
-                raise DataError(f"target column '{column}' cannot be learned: it is {reason}")
-            notes.append(f"skipped '{column}': {reason}")
+                raise DataError(f"target column '{column}' cannot be learned: it is {choice.reason}")
             continue
-        (outputs if is_target else inputs).append({"name": str(column), "type": kind, **options})
+        (outputs if is_target else inputs).append({"name": str(column), "type": choice.type, **choice.options})
     if not inputs:
         raise DataError("no usable input columns were found beside the target")
     config = {"inputs": inputs, "hidden": {"layers": 3, "size": 256, "dropout": 0.1}, "outputs": outputs,

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from lamina.config import Hidden
-from lamina.features.base import HeadContext, Trunk
+from lamina.errors import ConfigError
+from lamina.features.base import HeadContext, Trunk, Unsupported
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU}
 
@@ -45,7 +46,12 @@ class Network(nn.Module):
         self.gives_memory = [feature.gives_memory() for feature in inputs]
         # a generating head (text output) also attends to the per-token states of memory-giving inputs
         memory_sizes = tuple(encoder.state_size for encoder, gives in zip(self.encoders, self.gives_memory) if gives)
-        trunk = Trunk(size=hidden.size if hidden.layers else width, inputs=list(inputs), memory_sizes=memory_sizes)
+        # a locating head (boxes) also reads the spatial feature maps of the inputs that give one
+        reads_maps = any(feature.reads_maps() for feature in outputs)
+        self.maps = [_spatial_map(feature, encoder) if reads_maps else None
+                     for feature, encoder in zip(inputs, self.encoders)]
+        trunk = Trunk(size=hidden.size if hidden.layers else width, inputs=list(inputs), memory_sizes=memory_sizes,
+                      maps={name: shape for name, shape in zip(self.input_names, self.maps) if shape is not None})
         self.heads = nn.ModuleList(feature.head(trunk) for feature in outputs)
         self.needs_memory = any(feature.generates for feature in outputs)
         self.runs, blocks = self._runs([feature.block() for feature in inputs])
@@ -72,13 +78,14 @@ class Network(nn.Module):
                 ) -> dict[str, torch.Tensor]:
         """Outputs per head. `targets` are only read by heads that use them while training (teacher
         forcing, sampled negatives); without them a generating head generates."""
-        hidden, memory = self.encode(inputs)
-        return {name: head(hidden, HeadContext(inputs, memory, (targets or {}).get(name)))
+        hidden, memory, maps = self.encode(inputs)
+        return {name: head(hidden, HeadContext(inputs, memory, (targets or {}).get(name), maps))
                 for name, head in zip(self.output_names, self.heads)}
 
-    def encode(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list]:
-        """The last hidden layer (B, H), and the token memory of memory-giving inputs when a head needs it."""
-        vectors, memory = [], []
+    def encode(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list, dict]:
+        """The last hidden layer (B, H), the token memory of memory-giving inputs when a head needs it, and
+        the feature maps (B, C, h, w) by input name when a head reads them."""
+        vectors, memory, maps = [], [], {}
         for start, end, block in self.runs:
             if block is not None:
                 vectors.append(self.blocks[block]([inputs[name] for name in self.input_names[start:end]]))
@@ -87,7 +94,17 @@ class Network(nn.Module):
             if self.needs_memory and self.gives_memory[start]:
                 vector, states, padding = encoder.encode(inputs[name])  # (B, D), (B, T, S), (B, T)
                 memory.append((states, padding))
+            elif self.maps[start] is not None:
+                vector, maps[name] = encoder.encode_map(inputs[name])  # (B, D), (B, C, h, w)
             else:
                 vector = encoder(inputs[name])  # (B, D)
             vectors.append(vector)
-        return self.trunk(torch.cat(vectors, dim=1)), memory  # (B, H)
+        return self.trunk(torch.cat(vectors, dim=1)), memory, maps  # (B, H)
+
+
+def _spatial_map(feature, encoder: nn.Module):
+    """The input's SpatialMap, or None; a map that would not match the picture is a config error."""
+    try:
+        return feature.gives_map(encoder)
+    except Unsupported as error:
+        raise ConfigError(str(error)) from None

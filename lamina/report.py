@@ -246,7 +246,8 @@ def build(model, data: Any = None) -> str:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>lamina report: {html.escape(names)}"
             f"</title><style>{STYLE}</style></head><body><h1>lamina report: {html.escape(names)}</h1>"
-            f"<p class='muted'>lamina {__version__}, written {stamp}</p>{''.join(sections)}</body></html>")
+            f"<p class='muted'>lamina {__version__}, written {stamp}; the model folder's <code>model_card.md</code> "
+            f"sums it up in text</p>{''.join(sections)}</body></html>")
 
 
 def write(model, path, data: Any = None) -> str:

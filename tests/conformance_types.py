@@ -1,5 +1,7 @@
 """Samples, options and tiny trained models of every registered data type, shared by the conformance
 suite (tests/test_conformance.py and tests/test_conformance_surfaces.py)."""
+import json
+
 import numpy as np
 import pandas as pd
 import torch
@@ -7,7 +9,7 @@ import torch
 import lamina
 from lamina import features
 from lamina.config import INPUT_MODELS, OUTPUT_MODELS
-from lamina.features.base import HeadContext, Trunk
+from lamina.features.base import HeadContext, SpatialMap, Trunk
 
 ROWS = 64
 
@@ -50,6 +52,21 @@ def sample(type_name: str, rows: int = ROWS, seed: int = 0) -> pd.Series:
         values = np.empty(rows, dtype=object)
         values[:] = [rng.normal(size=3).round(3).tolist() if row % 3 else
                      ",".join(map(str, rng.normal(size=3).round(3))) for row in range(rows)]
+    elif type_name == "boxes":  # 0-2 boxes in a 16x16 image (see `pictures`): lists, every third a JSON string
+        values = np.empty(rows, dtype=object)
+        for row in range(rows):
+            cell = []
+            for _ in range(int(rng.integers(0, 3))):
+                x, y, side = int(rng.integers(0, 9)), int(rng.integers(0, 9)), int(rng.integers(3, 8))
+                cell.append([x, y, x + side, y + side, str(rng.choice(["car", "duck"]))])
+            values[row] = json.dumps(cell) if row % 3 == 0 else cell
+    elif type_name == "date":  # ISO times, a zone, day/month/year and epoch seconds (as numbers and as text)
+        values = np.empty(rows, dtype=object)
+        stamps = 1.7e9 + rng.integers(0, 3 * 10 ** 7, rows)
+        values[:] = [str(pd.Timestamp(int(stamp), unit="s")) if row % 4 == 0 else
+                     pd.Timestamp(int(stamp), unit="s").strftime("%Y-%m-%dT%H:%M:%S+02:00") if row % 4 == 1 else
+                     pd.Timestamp(int(stamp), unit="s").strftime("%d/%m/%Y %H:%M") if row % 4 == 2 else int(stamp)
+                     for row, stamp in enumerate(stamps)]
     else:
         raise AssertionError(f"add a sample column for the new data type '{type_name}' to the conformance suite")
     values[3] = None
@@ -62,7 +79,23 @@ def options(type_name: str) -> dict:
             "audio": {"sample_rate": 8000, "duration": 0.25, "mels": 16, "width": 4, "stages": 2, "embedding_size": 8},
             "timeseries": {"width": 8, "layers": 1, "embedding_size": 8},
             "ranking": {"user": "user", "negatives": 4, "k": 3,
-                        "item_inputs": [{"name": "kind", "type": "category"}]}}.get(type_name, {})
+                        "item_inputs": [{"name": "kind", "type": "category"}]},
+            "boxes": {"width": 8, "threshold": 0.0}, "date": {"dayfirst": True, "embedding_size": 8}}.get(type_name, {})
+
+
+IMAGE = {"name": "image", "type": "image", "size": 16, "width": 4, "stages": 2, "embedding_size": 8}
+
+
+def pictures(column: pd.Series) -> pd.Series:
+    """16x16 noise images with each row's boxes (a boxes column) painted in, as the images they are drawn on."""
+    rng = np.random.default_rng(5)
+    images = np.empty(len(column), dtype=object)
+    for row, cell in enumerate(column):
+        image = rng.integers(0, 60, (16, 16, 3)).astype(np.uint8)
+        for x0, y0, x1, y1, label in (json.loads(cell) if isinstance(cell, str) else cell or []):
+            image[y0:y1, x0:x1] = (220, 40, 40) if label == "car" else (40, 40, 220)
+        images[row] = image
+    return pd.Series(images, index=column.index, name="image")
 
 
 def columns(feature, column: pd.Series):
@@ -71,7 +104,10 @@ def columns(feature, column: pd.Series):
     if not feature.reads():
         return column
     users = [f"u{position % 7}" for position in range(len(column))]
-    return pd.DataFrame({"column": column, "user": users, "kind": column.astype(str).str[-1]}, index=column.index)
+    frame = pd.DataFrame({"column": column, "user": users, "kind": column.astype(str).str[-1]}, index=column.index)
+    if "image" in feature.reads():  # a boxes output: the images its boxes are drawn on
+        frame["image"] = pictures(column)
+    return frame
 
 
 def make(type_name: str, role: str):
@@ -87,13 +123,15 @@ def make_head(feature, width: int):
     the inputs, an anomaly score, rebuilds)."""
     number = features.build(INPUT_MODELS["number"](name="x", type="number"))
     number.fit(NUMBERS)
-    return feature.head(Trunk(size=width, inputs=[number]))
+    maps = {"image": SpatialMap(4, 4, (16, 16))} if feature.reads_maps() else {}  # a 4x4 feature map
+    return feature.head(Trunk(size=width, inputs=[number], maps=maps))
 
 
 def run_head(feature, head, hidden, target=None):
     """Every head is called the same way: head(hidden, HeadContext)."""
     inputs = {"x": torch.tensor(NUMBERS.to_numpy()[:len(hidden)], dtype=torch.float32)}
-    return head(hidden, HeadContext(inputs=inputs, target=target))
+    maps = {"image": torch.randn(len(hidden), 4, 4, 4)} if feature.reads_maps() else {}
+    return head(hidden, HeadContext(inputs=inputs, target=target, maps=maps))
 
 
 
@@ -112,6 +150,9 @@ def table(type_name: str, role: str, rows: int = 120) -> tuple[pd.DataFrame, dic
             extra = columns(make(type_name, "output"), frame["column"])
             frame[["user", "kind"]] = extra[["user", "kind"]]
             config["inputs"].append({"name": "user", "type": "id", "min_count": 1})
+        if type_name == "boxes":  # boxes are found in an image input
+            frame["image"] = pictures(frame["column"])
+            config["inputs"].append(IMAGE)
     config.update(hidden={"layers": 1, "size": 8},
                   training={"epochs": 2, "batch_size": 32, "learning_rate": 0.01})
     return frame, config

@@ -80,7 +80,7 @@ def test_folder_holds_no_pickles(trained):
     names = {path.name for path in folder.iterdir()}
     assert {"config.yaml", "stats.json", "weights.safetensors", MANIFEST} <= names
     suffixes = {path.suffix for path in folder.iterdir()}
-    assert suffixes <= {".yaml", ".json", ".safetensors", ".csv"}, suffixes
+    assert suffixes <= {".yaml", ".json", ".safetensors", ".csv", ".md"}, suffixes
     assert not [name for name in names if name.startswith(".saving-")]  # staging folder removed
 
 

@@ -56,7 +56,7 @@ def test_encoder_accepts_values_never_seen_in_training(type_name):
                "set": ["z|y", None], "image": [np.full((20, 12), 1e3), None],
                "text": ["zebra quokka " * 20, None], "audio": [np.full(40000, 0.9), None],
                "timeseries": [[[1e6, -1e6, 0.0]] * 50, None], "id": ["user-never-seen", None],
-               "vector": [[1e6, -1e6, 0.0], None]}[type_name]
+               "vector": [[1e6, -1e6, 0.0], None], "date": ["1900-01-01", "2999-12-31 23:59"]}[type_name]
     encoded = feature.encoder()(feature.transform(pd.Series(strange, dtype=object)))
     assert torch.isfinite(encoded).all()
 
@@ -94,6 +94,10 @@ def test_decode_gives_user_facing_values_and_metrics_are_floats(type_name):
         assert all(label in {"a", "b", "c", "d"} for row in predicted for label in row.split("|") if label)
     elif type_name == "text":
         assert all(isinstance(text, str) for text in predicted)
+    elif type_name == "boxes":  # per row a list of found boxes, each a box, a known label and a score
+        assert all(isinstance(row, list) for row in predicted)
+        assert all(len(item["box"]) == 4 and item["label"] in ("car", "duck") and 0 <= item["score"] <= 1
+                   for row in predicted for item in row)
     elif type_name == "ranking":  # k item ids per row, best first, with falling scores
         assert all(len(row) == 3 and set(row) <= set(present) for row in predicted)
         assert all(list(scores) == sorted(scores, reverse=True) for scores in decoded["column_scores"])

@@ -180,7 +180,8 @@ def test_health_waits_for_the_warm_up(model, folder):
     release = threading.Event()
     slow = types.SimpleNamespace(inputs_=model.inputs_, outputs_=model.outputs_, metrics_=model.metrics_,
                                  training_=model.training_,
-                                 predict=lambda frame: (release.wait(10), model.predict(frame))[1])
+                                 predict=lambda frame: (release.wait(10), model.predict(frame))[1],
+                                 predict_rows=lambda rows: (release.wait(10), model.predict_rows(rows))[1])
     with TestClient(create_app(slow, str(folder))) as test_client:
         assert test_client.get("/health").json() == {"status": "warming up"}
         release.set()
@@ -193,7 +194,7 @@ def test_unexpected_errors_are_500_without_traceback(model, folder):
         raise RuntimeError("secret internal detail")
 
     failing = types.SimpleNamespace(inputs_=model.inputs_, outputs_=model.outputs_, metrics_=model.metrics_,
-                                    training_=model.training_, predict=broken)
+                                    training_=model.training_, predict=broken, predict_rows=broken)
     with TestClient(create_app(failing, str(folder)), raise_server_exceptions=False) as test_client:
         response = test_client.post("/predict", json={"rows": [ROW]})
         assert response.status_code == 500

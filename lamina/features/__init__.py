@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from lamina.features import (anomaly, audio, binary, category, id as id_type, image, number, ranking, set as set_type,
-                             text, timeseries, vector)
+from lamina.features import (anomaly, audio, binary, boxes, category, date, id as id_type, image, number,
+                             ranking, set as set_type, text, timeseries, vector)
 from lamina.features.base import Feature
 
 # name -> module; each module defines `Options` (a pydantic model), `Feature`, `CAN_BE_INPUT`, `CAN_BE_OUTPUT`,
@@ -29,6 +29,8 @@ REGISTRY = {
     "ranking": ranking,
     "anomaly": anomaly,
     "vector": vector,
+    "boxes": boxes,
+    "date": date,
 }
 
 

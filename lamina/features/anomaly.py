@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from sklearn import metrics as skm
 from torch import nn
 
 from lamina.errors import ConfigError, DataError
@@ -99,6 +98,8 @@ def measure(truth: np.ndarray, scores: np.ndarray, false_positive_rate: float,
     """Score quantiles; on labelled rows (truth 0 normal, 1 anomalous, NaN unlabelled) with both kinds,
     ROC AUC, PR AUC and the detection rate at `false_positive_rate` of these rows' normal scores; with
     a `threshold`, the share flagged and (labelled) the detection and false-positive rates it gives."""
+    from sklearn import metrics as skm
+
     result = {"score_median": float(np.median(scores)), "score_p99": float(np.quantile(scores, 0.99))}
     labelled = ~np.isnan(truth)
     if threshold is not None:
@@ -242,6 +243,12 @@ class Feature(base.OutputFeature):
         return (lambda raw: raw.double().numpy()), classic.roc_auc
 
     # ---- explanation and report ----
+    def prediction_summary(self) -> dict:
+        normal, anomalous = self.stats["labels"]
+        return {"predicts": f"scores how unusual each row is and flags it '{anomalous}' (rather than "
+                            f"'{normal}') above a threshold set for a {self.config.false_positive_rate:.2%} "
+                            f"false-positive rate on normal rows ('{self.name}')"}
+
     def explained_score(self, label: int | None) -> str:
         return (f"{self.config.name} score = mean reconstruction error of the rebuilt inputs; each input's share "
                 f"(threshold {self.stats.get('threshold', float('nan')):.4g})")

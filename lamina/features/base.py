@@ -3,15 +3,27 @@
 methods and never compares a type's name; where a type cannot do something, its own method raises
 `Unsupported` with one clear message. [required] must be defined; else the default is in brackets.
 A feature holds `config` (its validated options) and `stats` (learned on the training rows, JSON-able).
+The options are the type's `Options` (a pydantic model). A readable config (a saved config.yaml,
+init-config's output) shows the keys a user set and the defaults that matter under them: a key's Field
+says when its default matters with json_schema_extra={"shown_when": C}, C being {key: [values]} (each
+such key of the same options, or `role`: 'input' or 'output', holds one of the values), a list of
+those (any holds) or "set" (never: only a key the user set shows). A null default (nothing chosen)
+never shows; any other default without `shown_when` always does (lamina/config.py, _readable).
 
 Feature (every input)
   reading      reads() other columns it reads [none]; fit(column) [required]: learn stats;
                transform(column) [required]: a tensor (B, ...) or a LazyColumn of file-backed cells;
                bad_rows(column), drops_missing() rows left out [none, missing: drop];
                nested_inputs() input configs inside its options [{}]; resampling() [None];
-               describes_items: it may describe a ranking's items [True]
+               describes_items: it may describe a ranking's items [True];
+               time_values(column) the times `split: {method: time}` orders rows by [None: read by pandas]
+  fast path    encode_rows(values) a few rows' plain cells (a list) as transform's tensor, without pandas
+               [transform of a Series]; prepare() lookup tables built once from stats, read by prepared() [None]
+  init-config  sniff(column), a classmethod: a Sniff (confidence, options, reason) when a bounded sample
+               of a column (a Column) looks like this type's data [None: never inferred]
   network      encoder() [required]: (B, ...) -> (B, output_size); block() a module computing a run of
                such encoders at once [None]; gives_memory() token states for a decoder [False];
+               gives_map(encoder) a spatial feature map for a locating head [None];
                reconstruction() how an anomaly score rebuilds it [None: not rebuilt]
   serving      request_field() how a request sends it [Unsupported]; served_metadata() [{}]
   export       export_entry(), export_examples() [Unsupported]
@@ -21,7 +33,9 @@ Feature (every input)
 OutputFeature adds
   learning     MAIN_METRIC [required]; head(trunk) [required], called as head(hidden (B, H), HeadContext);
                target(column), loss(output, target), decode(output), metrics(target, output) [required];
-               generates [False]; summary(output, target) [output]; decode_rows(output, rows) [decode];
+               generates [False]; reads_maps() the inputs' feature maps in HeadContext.maps [False];
+               summary(output, target) [output]; decode_rows(output, rows) [decode];
+               decode_reads_rows() whether decode_rows reads the rows [False];
                training_rows(column) [all]; absent_label() [None: required]; stratifies() [False]
   after it     tunes(), tune(target, output), tunes_without_validation(), tuned_setting() [no tuning];
                recommends(), remember_profiles(frame, input_names) [False, nothing]
@@ -30,12 +44,15 @@ OutputFeature adds
                classic_threshold(truth, scores) [None]; bootstrap_metric() [metrics, slow]
   explanation  main_metric(); explained_score(label) [Unsupported]; explained_labels() [None];
                explain_rows(model, frame, method) [None: by attributions]
-  report       evaluation_data(rows, predicted, inputs) [None]; report_plots(data) [[]]
+  report       evaluation_data(rows, predicted, inputs) [None]; report_plots(data) [[]];
+               prediction_summary() what it predicts, for the model card [its name and type]
 Each method's docstring says what it must return. Adding a type: README.md, "Development".
 """
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Callable
 
 import numpy as np
@@ -43,6 +60,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from lamina.features.common import as_strings
 from lamina.metrics import direction
 
 
@@ -57,6 +75,15 @@ class Trunk:
     size: int  # width of the last hidden layer
     inputs: list = field(default_factory=list)  # the model's input features (an anomaly head rebuilds them)
     memory_sizes: tuple[int, ...] = ()  # state width of each input that gives token memory (see gives_memory)
+    maps: dict = field(default_factory=dict)  # input name -> SpatialMap, when an output reads_maps()
+
+
+@dataclass(frozen=True)
+class SpatialMap:
+    """The spatial feature map an input's encoder gives (see Feature.gives_map)."""
+    channels: int  # C of its (B, C, h, w) map
+    stride: int  # input pixels per map cell along each side (h = ceil(H / stride))
+    size: tuple[int, int]  # (H, W) of the picture the map covers, as the network sees it
 
 
 @dataclass
@@ -65,6 +92,7 @@ class HeadContext:
     inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # input tensors by name
     memory: list = field(default_factory=list)  # (states (B, T, S), padding (B, T)) per memory-giving input
     target: torch.Tensor | None = None  # this head's target while training (teacher forcing, negatives)
+    maps: dict = field(default_factory=dict)  # input name -> feature map (B, C, h, w), when a head reads_maps()
 
 
 @dataclass
@@ -73,6 +101,77 @@ class Reconstruction:
     width: int  # values the decoder gives per row for this input (1, or the number of classes)
     error: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (piece (B, width), value (B,)) -> error (B,)
     normalizer: nn.Module = field(default_factory=nn.Identity)  # the input's tensor -> the value error compares
+
+
+@dataclass
+class Sniff:
+    """A type's answer to `sniff`: how sure it is that a column holds its kind of data, the options it
+    would set, and why. The scale, shared by every type so that init-config can compare them: about 0.95
+    unmistakable (two values, pixel arrays, '.wav' paths that exist), 0.85 the type's usual shape, 0.7 a
+    plausible fallback (plain numbers), 0.5 or less possible but another type is likelier."""
+    confidence: float  # in [0, 1]
+    reason: str  # a few words for init-config's line: "timestamps like '2024-03-01 14:22'"
+    options: dict[str, Any] = field(default_factory=dict)  # the feature's options to set ({"layout": "channels"})
+
+
+@dataclass
+class Column:
+    """What init-config shows each type's `sniff`: a bounded sample of one column (at most the first
+    rows of a file) and the facts most types ask of it, each computed once."""
+    name: str
+    values: pd.Series  # the sample's present cells (missing ones left out), in the file's order
+    rows: int  # rows in the sample, missing cells included
+    is_target: bool = False  # the column is to be predicted (an output)
+
+    @cached_property
+    def strings(self) -> pd.Series:
+        """The cells as stripped text (1.0 as '1'); lists and arrays as Python prints them."""
+        return as_strings(self.values).astype(str)
+
+    @cached_property
+    def distinct(self) -> int:
+        """Distinct values, compared as text."""
+        return int(self.strings.nunique())
+
+    @cached_property
+    def all_text(self) -> bool:
+        """Every cell is a string (not a number, a list or an array)."""
+        return bool(self.values.map(lambda value: isinstance(value, str)).all())
+
+    @cached_property
+    def numbers(self) -> np.ndarray | None:
+        """The cells as floats when every one is a number or a number written as text (true/false are
+        not numbers), else None."""
+        if pd.api.types.is_bool_dtype(self.values) or self.is_time or self.values.map(
+                lambda value: isinstance(value, (bool, np.bool_, list, tuple, np.ndarray, dict))).any():
+            return None
+        numbers = pd.to_numeric(self.values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        return numbers if len(numbers) and np.isfinite(numbers).all() else None
+
+    @cached_property
+    def is_time(self) -> bool:
+        """The cells are dates or times already (a datetime column of a Parquet file or a DataFrame)."""
+        return bool(pd.api.types.is_datetime64_any_dtype(self.values) or self.values.map(
+            lambda value: isinstance(value, (datetime.date, np.datetime64))).all())
+
+    @property
+    def named_like_id(self) -> bool:
+        """The name says identifier: 'id', 'user_id', 'user id', 'userId', 'UserID'."""
+        lowered = self.name.lower()
+        return lowered == "id" or lowered.endswith(("_id", " id", "-id", ".id")) or \
+            (len(self.name) > 2 and self.name[-3].isalnum() and not self.name[-3].isupper()
+             and self.name[-2:] in ("Id", "ID"))
+
+    @cached_property
+    def grouped_numbers(self) -> bool:
+        """Most cells are numbers written with ',' between thousands ('1,250', '3,400,000'): no list."""
+        grouped = self.strings.iloc[:2000].str.match(r"-?\d{1,3}(,\d{3})+(\.\d+)?$")
+        return self.all_text and float(grouped.mean()) > 0.5
+
+    def share(self, test: Callable[[Any], bool], cells: int = 2000) -> float:
+        """The share of the first `cells` cells (a costly test looks at a few) for which test(cell) holds."""
+        head = self.values.iloc[:cells]
+        return float(np.mean([bool(test(value)) for value in head])) if len(head) else 0.0
 
 
 class Feature:
@@ -107,8 +206,48 @@ class Feature:
         """The column as the encoder's input: a tensor (B, ...) or a LazyColumn (features/columns.py)."""
         raise NotImplementedError(f"{type(self).__module__}.Feature must define transform")
 
+    def encode_rows(self, values: list) -> Any:
+        """A few rows' cells (a list of plain Python values, as JSON or a dict of a row gives them) as
+        `transform` gives them for the same cells in a DataFrame column: the same tensor bit for bit,
+        the same fills of missing cells and the same errors naming the column and row (the row being
+        the position in `values`). Prediction of one row or a few takes this path, so a type makes it
+        fast by working on the plain values with the tables `prepared()` holds, and hands any cell it
+        does not expect to `transform` (bad values, 'missing: error'), whose errors are the reference.
+        Default: transform of the cells as a Series (the dtype pandas infers, as a DataFrame's column)."""
+        return self.transform(pd.Series(values))
+
+    def prepare(self) -> Any:
+        """Lookup tables `encode_rows` reads, built from `stats` (a vocabulary as a dict, constants as
+        floats): called once per fitted or loaded stats through `prepared()`. Default: None."""
+        return None
+
+    def prepared(self) -> Any:
+        """What `prepare()` built for the current stats, built on the first call after fit or load
+        (a model calls it when it is loaded and after training, so no prediction pays for it)."""
+        cache = self.__dict__.get("_prepared")  # (stats it was built from, tables); stats are replaced on fit
+        if cache is None or cache[0] is not self.stats:
+            cache = (self.stats, self.prepare())
+            self.__dict__["_prepared"] = cache
+        return cache[1]
+
     def bad_rows(self, column: pd.Series) -> np.ndarray | None:
         """A boolean mask of rows to leave out of training and evaluation, or None for none."""
+        return None
+
+    @classmethod
+    def sniff(cls, column: Column) -> Sniff | None:
+        """Whether a column looks like this type's data, for `lamina init-config`: a Sniff (how sure, on
+        the scale its docstring gives; the options to set; a short reason) or None: not this type, or a
+        type never inferred (it needs options only a person knows). Look only at the Column's sample,
+        cheaply (the first few hundred cells for parsing, a few files for headers); never raise. The
+        registry's types are all asked and the most confident wins, so a new type takes part by
+        defining this. Default: None."""
+        return None
+
+    def time_values(self, column: pd.Series) -> np.ndarray | None:
+        """The column as times in seconds (N,) float64, parsed as this feature reads them, when
+        `split: {method: time}` names it: a date's own formats and options. None: the split reads the
+        column as numbers, or as dates the way pandas guesses. Default: None."""
         return None
 
     def drops_missing(self) -> bool:
@@ -146,6 +285,13 @@ class Feature:
         """Whether its encoder gives per-token states a generating head attends to: then the encoder has
         `state_size` and `encode(x) -> (vector (B, D), states (B, T, S), padding (B, T))`."""
         return False
+
+    def gives_map(self, encoder: nn.Module) -> SpatialMap | None:
+        """The spatial feature map its built `encoder` gives a head that locates things (a boxes output), or
+        None. Then the encoder has `encode_map(x) -> (vector (B, D), map (B, channels, h, w))`, the vector being
+        what forward gives. Raise Unsupported where the map would not match the picture as configured (an
+        image's geometric augmentation moves objects away from their boxes). Default: None."""
+        return None
 
     # ---- serving ----
     def request_field(self) -> Any:
@@ -248,6 +394,11 @@ class OutputFeature(Feature):
         """{metric name: float} of the raw outputs (or their `summary`) against the targets; MAIN_METRIC among them."""
         raise NotImplementedError(f"{type(self).__module__}.Feature must define metrics")
 
+    def reads_maps(self) -> bool:
+        """Whether its head reads the spatial feature maps of the inputs that give one (see gives_map):
+        the Trunk then has their `maps` and the HeadContext their tensors. Default: False."""
+        return False
+
     def summary(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """What evaluation keeps of one batch's raw output; `metrics` receives these, concatenated."""
         return output
@@ -272,6 +423,11 @@ class OutputFeature(Feature):
         """The predictions for these rows (the inputs' frame): `decode(output)` unless the answer also
         depends on the rows (a ranking leaves out what each user chose in training)."""
         return self.decode(output)
+
+    def decode_reads_rows(self) -> bool:
+        """Whether `decode_rows` reads the rows (then a prediction builds their DataFrame; else a few
+        rows are predicted without one). Default: False (decode_rows is decode)."""
+        return False
 
     def tuned_setting(self) -> str:
         """What `tune` chooses, in words, for messages ("the anomaly threshold")."""
@@ -344,6 +500,13 @@ class OutputFeature(Feature):
         """HTML pieces of this output's report section (inline <img> plots, tables; see
         lamina.features.plots), drawn from its `evaluation_data` as saved, also by earlier versions."""
         return []
+
+    def prediction_summary(self) -> dict[str, Any]:
+        """What this output predicts, for the model card: {'predicts': one line of words ("classifies
+        'species' into 3 classes: a, b, c"), and where it predicts a few classes 'classes': {label: its
+        rows in the training split}, from which the card warns about rare ones}. Read from `stats` only.
+        Default: its name and type, no classes."""
+        return {"predicts": f"predicts '{self.name}' (a {self.type_name} output)"}
 
     # ---- classic baseline and comparison ----
     def classic_task(self) -> Any:

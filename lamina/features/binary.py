@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sklearn import metrics as skm
 from torch import nn
 
 from lamina import calibration
@@ -22,7 +21,7 @@ from lamina.errors import DataError
 from lamina.features import attribution, base, classic, plots
 from lamina.features.request import RequestField, Widget, as_text
 from lamina.features.common import (SAME_AS_TRAINING, Apply, LinearHead, as_strings, class_weights, describe_cell,
-                                    missing_mask, raise_if_missing, tensor_entry)
+                                    missing_mask, plain_texts, raise_if_missing, tensor_entry)
 
 CAN_BE_OUTPUT = True
 CAN_BE_INPUT = True
@@ -53,7 +52,8 @@ class Options(BaseModel):
         None, description="the value that means 'true'; inferred (yes/true/1, else the later in "
                           "sorted order) when not given")
     missing: Literal["most_frequent", "false", "drop", "error"] = Field(
-        "most_frequent", description="how to fill missing input values; drop removes the rows while training")
+        "most_frequent", description="how to fill missing input values; drop removes the rows while training",
+        json_schema_extra={"shown_when": {"role": ["input"]}})
     threshold: float | Literal["f1"] | None = Field(
         None, description="probability at or above which the prediction is positive: a number (default 0.5), or "
                           "f1: the threshold with the best F1 on the validation rows, chosen after training and saved")
@@ -70,11 +70,13 @@ class Options(BaseModel):
         None, description="loss weight per class: 'balanced' or {label: weight}")
     focal_gamma: float = Field(0.0, ge=0.0, le=10.0, description="as an output: focal loss (Lin et al. 2017) "
                                                               "down-weighting easy rows, e.g. 2 for rare positives; "
-                                                              "0 is plain cross-entropy")
+                                                              "0 is plain cross-entropy",
+                               json_schema_extra={"shown_when": {"role": ["output"]}})
     sampling: Literal["over", "under"] | None = Field(
         None, description="as an output: resample the training rows (only those) so the rarer class makes up "
                           "sampling_ratio of the commoner: over repeats rare rows, under drops common ones")
-    sampling_ratio: float = Field(1.0, gt=0.0, le=1.0, description="wanted rare:common row ratio after sampling")
+    sampling_ratio: float = Field(1.0, gt=0.0, le=1.0, description="wanted rare:common row ratio after sampling",
+                                  json_schema_extra={"shown_when": {"sampling": ["over", "under"]}})
     calibration: Literal["temperature"] | None = Field(
         None, description="as an output: temperature scaling (Guo et al. 2017), one temperature fitted on the "
                           "validation logits, applied to every probability (and before choosing a threshold)")
@@ -116,6 +118,13 @@ class Feature(base.OutputFeature):
     def __init__(self, config):
         self.config = config
         self.stats: dict = {}
+
+    @classmethod
+    def sniff(cls, column: base.Column) -> base.Sniff | None:
+        """Exactly two distinct values (yes/no, 0/1, two words): 0.95."""
+        if column.distinct != 2 or not column.values.map(lambda value: np.ndim(value) == 0).all():
+            return None
+        return base.Sniff(0.95, "two values: " + ", ".join(sorted(column.strings.unique())[:2]))
 
     def fit(self, column: pd.Series) -> None:
         name = self.config.name
@@ -166,6 +175,29 @@ class Feature(base.OutputFeature):
                             f"({negative!r} or {positive!r}); write it as one of them, leave the cell empty if it "
                             f"is missing, or declare the column type: category")
         return torch.from_numpy(encoded)  # (N,), NaN for missing values
+
+    def prepare(self) -> dict:
+        negative, positive = self.stats["labels"]
+        return {negative: 0.0, positive: 1.0}
+
+    def encode_rows(self, values: list) -> torch.Tensor:
+        """As transform: 0/1, NaN where missing, and an unseen value transform's to refuse (or read as 0)."""
+        texts, lookup = plain_texts(values), self.prepared()
+        if texts is None:
+            return self.transform(pd.Series(values))
+        encoded = []
+        for text in texts:
+            if text is None:
+                if self.config.missing == "error":
+                    return self.transform(pd.Series(values))
+                encoded.append(float("nan"))
+            elif text in lookup:
+                encoded.append(lookup[text])
+            elif not self.stats["counts"][0]:  # training saw only the positive label (see transform)
+                encoded.append(0.0)
+            else:
+                return self.transform(pd.Series(values))
+        return torch.tensor(encoded, dtype=torch.float32)  # (N,)
 
     def reconstruction(self) -> base.Reconstruction:
         """An anomaly score rebuilds the value as a logit; a missing one counts as the training fill."""
@@ -267,6 +299,8 @@ class Feature(base.OutputFeature):
                 f"{name}_probability": probability}
 
     def metrics(self, target: torch.Tensor, output: torch.Tensor) -> dict[str, float]:
+        from sklearn import metrics as skm
+
         truth = target.numpy().astype(int)
         probability = self.probability(output).double().numpy()  # as decode computes it, so the threshold agrees
         predicted = (probability >= self.threshold).astype(int)
@@ -320,6 +354,12 @@ class Feature(base.OutputFeature):
             raise ValueError(f"{value!r} is not one of the two values seen in training ({labels[0]!r}, {labels[1]!r})")
         return value
 
+    def prediction_summary(self) -> dict:
+        negative, positive = self.stats["labels"]
+        return {"predicts": f"tells whether '{self.name}' is '{positive}' or '{negative}': the probability of "
+                            f"'{positive}', and the label it gives at the decision threshold",
+                "classes": dict(zip((negative, positive), self.stats["counts"]))}
+
     def served_metadata(self) -> dict:
         return {"values": self.stats["labels"]}
 
@@ -369,6 +409,7 @@ class Feature(base.OutputFeature):
 def report_plots(data: dict) -> list[str]:
     """The confusion matrix at the threshold; with both labels among the rows also the ROC and
     precision-recall curves and the calibration of the probabilities."""
+    from sklearn import metrics as skm
     from sklearn.calibration import calibration_curve
 
     truth, probability = np.array(data["truth"]), np.array(data["probability"])
@@ -400,6 +441,8 @@ def report_plots(data: dict) -> list[str]:
 def recall_at_precision(truth: np.ndarray, probability: np.ndarray, precision_wanted: float) -> float:
     """The most recall of any threshold whose precision reaches `precision_wanted` (from the
     precision-recall curve; 0 when none does)."""
+    from sklearn import metrics as skm
+
     precision, recall, _ = skm.precision_recall_curve(truth, probability)
     return float(recall[precision >= precision_wanted].max())  # the curve ends at (precision 1, recall 0)
 
@@ -407,6 +450,8 @@ def recall_at_precision(truth: np.ndarray, probability: np.ndarray, precision_wa
 def choose_threshold(truth: np.ndarray, probability: np.ndarray, options: Options) -> float:
     """The decision threshold on validation rows (truth 0/1, probability of positive) by the
     config's rule: costs, minimum_precision, minimum_recall or (threshold: f1) the best F1."""
+    from sklearn import metrics as skm
+
     if options.costs is not None:
         return cheapest_threshold(truth, probability, options.costs)
     precision, recall, thresholds = skm.precision_recall_curve(truth, probability)

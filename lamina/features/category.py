@@ -13,8 +13,6 @@ import numpy as np
 import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sklearn import metrics as skm
-from sklearn.preprocessing import label_binarize
 from torch import nn
 
 from lamina import calibration
@@ -22,7 +20,7 @@ from lamina.errors import DataError
 from lamina.features import attribution, base, classic, plots
 from lamina.features.request import RequestField, Widget, as_text
 from lamina.features.common import (MISSING, SAME_AS_TRAINING, UNKNOWN, Apply, LinearHead, as_strings, class_weights,
-                                    missing_mask, raise_if_missing, tensor_entry)
+                                    missing_mask, plain_texts, raise_if_missing, tensor_entry)
 
 CAN_BE_OUTPUT = True
 CAN_BE_INPUT = True
@@ -34,21 +32,26 @@ class Options(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     missing: Literal["category", "most_frequent", "drop", "error"] = Field(
-        "category", description="category: missing is a value of its own; drop removes the rows while training")
+        "category", description="category: missing is a value of its own; drop removes the rows while training",
+        json_schema_extra={"shown_when": {"role": ["input"]}})
     max_size: int | None = Field(None, ge=1, description="keep only the most frequent values (inputs)")
-    min_count: int = Field(1, ge=1, description="values seen fewer times map to the unknown token (inputs)")
+    min_count: int = Field(1, ge=1, description="values seen fewer times map to the unknown token (inputs)",
+                           json_schema_extra={"shown_when": {"role": ["input"]}})
     embedding_size: int | None = Field(None, ge=1, description="embedding width; default grows with the vocabulary")
     class_weights: Literal["balanced"] | dict[str, float] | None = Field(
         None, description="loss weight per class when an output: 'balanced' or {label: weight}")
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="label smoothing of the loss when an output")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="label smoothing of the loss when an output",
+                                   json_schema_extra={"shown_when": {"role": ["output"]}})
     focal_gamma: float = Field(0.0, ge=0.0, le=10.0, description="as an output: focal loss (Lin et al. 2017) "
                                                               "down-weighting easy rows, e.g. 2 for rare classes; "
-                                                              "0 is plain cross-entropy")
+                                                              "0 is plain cross-entropy",
+                               json_schema_extra={"shown_when": {"role": ["output"]}})
     sampling: Literal["over", "under"] | None = Field(
         None, description="as an output: resample the training rows (only those) so every class has at least "
                           "sampling_ratio times the rows of the largest: over repeats rows of the smaller "
                           "classes, under drops rows of the larger")
-    sampling_ratio: float = Field(1.0, gt=0.0, le=1.0, description="wanted smallest:largest class row ratio")
+    sampling_ratio: float = Field(1.0, gt=0.0, le=1.0, description="wanted smallest:largest class row ratio",
+                                  json_schema_extra={"shown_when": {"sampling": ["over", "under"]}})
     calibration: Literal["temperature"] | None = Field(
         None, description="as an output: temperature scaling (Guo et al. 2017), one temperature fitted on the "
                           "validation logits, applied to every probability")
@@ -82,6 +85,28 @@ class Feature(base.OutputFeature):
         self.config = config
         self.stats: dict = {}
 
+    @classmethod
+    def sniff(cls, column: base.Column) -> base.Sniff | None:
+        """Short labels that repeat: 0.8 up to 100 distinct values, 0.7 up to 1000, 0.5 beyond (an id is
+        likelier), 0.6 for two (binary is likelier). Whole numbers: 0.8 as a target with at most 20 values
+        (classes), else 0.5 (an input number with few values stays a number). Sentences (3 words or more
+        on average) or labels seen less than 1.5 times each 0.45; a different value in every row: never."""
+        rows, distinct = len(column.values), column.distinct
+        if distinct < 2 or (distinct == rows and rows > 20):
+            return None
+        numbers = column.numbers
+        if numbers is not None:
+            whole = bool((numbers == np.round(numbers)).all())
+            if column.is_target and whole and distinct <= 20:
+                return base.Sniff(0.6 if distinct == 2 else 0.8, f"{distinct} whole-number classes")
+            return base.Sniff(0.5 if whole and distinct <= 20 else 0.3, f"{distinct} distinct numbers")
+        if not column.all_text:
+            return None
+        words = float(column.strings.iloc[:2000].str.split().str.len().mean())
+        confidence = 0.45 if words >= 3 or rows < 1.5 * distinct else 0.6 if distinct == 2 else \
+            0.8 if distinct <= 100 else 0.7 if distinct <= 1000 else 0.5
+        return base.Sniff(confidence, f"{distinct} distinct labels, each in {rows / distinct:.0f} rows on average")
+
     def fit(self, column: pd.Series) -> None:
         options = self.config
         missing = missing_mask(column)
@@ -113,6 +138,21 @@ class Feature(base.OutputFeature):
         else:  # most_frequent; rows of 'drop' are removed before this while training
             codes[missing] = index.get(self.stats["labels"][0], 0)
         return torch.from_numpy(codes)  # (N,)
+
+    def prepare(self) -> tuple[dict, int]:
+        """The vocabulary as a dict {value: code}, and the code of a missing cell (as transform fills it)."""
+        index = {value: position for position, value in enumerate(self.stats["vocabulary"])}
+        missing = index[MISSING] if self.config.missing == "category" else index.get(self.stats["labels"][0], 0)
+        return index, missing
+
+    def encode_rows(self, values: list) -> torch.Tensor:
+        """As transform: codes by the vocabulary, 0 (unknown) for a value never seen, the fill where missing."""
+        texts = plain_texts(values)
+        if texts is None or (self.config.missing == "error" and None in texts):
+            return self.transform(pd.Series(values))
+        index, missing = self.prepared()
+        return torch.tensor([missing if text is None else index.get(text, 0) for text in texts],
+                            dtype=torch.int64)  # (N,)
 
     def reconstruction(self) -> base.Reconstruction:
         """An anomaly score rebuilds the value as a class among the vocabulary: cross-entropy."""
@@ -193,6 +233,9 @@ class Feature(base.OutputFeature):
         return decoded
 
     def metrics(self, target: torch.Tensor, output: torch.Tensor) -> dict[str, float]:
+        from sklearn import metrics as skm
+        from sklearn.preprocessing import label_binarize
+
         truth = target.numpy()
         probabilities = self.probabilities(output.double()).numpy()
         predicted = probabilities.argmax(axis=1)
@@ -242,6 +285,12 @@ class Feature(base.OutputFeature):
         example = (known or [None])[0]
         return RequestField(str, about, example, Widget("select", example, known),
                             nullable=self.config.missing != "error", read=as_text, shown=str | int | float | bool)
+
+    def prediction_summary(self) -> dict:
+        labels = self.stats["labels"]
+        listed = ", ".join(str(label) for label in labels[:10]) + (", ..." if len(labels) > 10 else "")
+        return {"predicts": f"classifies '{self.name}' into {len(labels)} classes: {listed}",
+                "classes": dict(zip((str(label) for label in labels), self.stats["counts"]))}
 
     def served_metadata(self) -> dict:
         return {"values": self._known()}

@@ -9,8 +9,6 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import torch
-from scipy import sparse
-from scipy.stats import rankdata
 
 from lamina.errors import DataError
 from lamina.features.common import MISSING, as_strings, missing_mask
@@ -116,6 +114,8 @@ class Codes:
         return self
 
     def transform(self, column: pd.Series):
+        from scipy import sparse
+
         codes = pd.Index(self.values).get_indexer(self._strings(column))
         if self.style == TREE:
             return np.where(codes >= 0, codes, np.nan)[:, None].astype(np.float64)  # (N, 1)
@@ -138,6 +138,8 @@ class Labels:
         return self
 
     def transform(self, column: pd.Series):
+        from scipy import sparse
+
         rows, labels = self.split(column, self.delimiter)
         codes = pd.Index(self.labels).get_indexer(labels)
         known = codes >= 0
@@ -230,6 +232,8 @@ def log_probabilities(probability: np.ndarray, temperature: float = 1.0) -> torc
 
 def roc_auc(truth: np.ndarray, probability: np.ndarray) -> float:
     """Mann-Whitney form of ROC AUC (ties count one half, as in scikit-learn)."""
+    from scipy.stats import rankdata
+
     positive = truth == 1
     positives, negatives = int(positive.sum()), int((~positive).sum())
     if not positives or not negatives:

@@ -66,6 +66,24 @@ def as_strings(column: pd.Series) -> pd.Series:
     return column.map(cell_text)  # mixed cells (e.g. JSON numbers and strings): one by one
 
 
+PLAIN_CELLS = (str, int, float, bool)  # JSON's scalars: the cells the types' encode_rows read themselves
+
+
+def plain_texts(values: list) -> list | None:
+    """A few cells as as_strings writes them, None where missing_mask sees a missing cell (None, NaN, a
+    blank string): what encode_rows of a labelled type reads. None when a cell is anything but a JSON
+    scalar (an array, a numpy scalar, a Timestamp): then the type's transform reads the cells."""
+    texts = []
+    for value in values:
+        if is_missing_cell(value):
+            texts.append(None)
+        elif type(value) in PLAIN_CELLS:
+            texts.append(cell_text(value))
+        else:
+            return None
+    return texts
+
+
 def cell_text(value: Any) -> Any:
     """One cell as as_strings writes it: stripped text, whole numbers without '.0'; missing stays."""
     if isinstance(value, str):

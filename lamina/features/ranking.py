@@ -278,6 +278,9 @@ class Feature(base.OutputFeature):
     def decode_rows(self, output: torch.Tensor, rows: pd.DataFrame) -> dict[str, Any]:
         return self.recommend(output, rows[self.config.user])  # a user's training choices are left out
 
+    def decode_reads_rows(self) -> bool:
+        return True
+
     def recommend(self, output: torch.Tensor, users: pd.Series | None, k: int | None = None,
                   exclude_seen: bool = True) -> dict[str, Any]:
         """The top k items per row (as ids) and their scores; a user's training items are left out."""
@@ -295,6 +298,10 @@ class Feature(base.OutputFeature):
         return self.recommend(output, None)
 
     # ---- explanation ----
+    def prediction_summary(self) -> dict:
+        return {"predicts": f"ranks the {len(self.stats['items'])} items of '{self.name}' for each "
+                            f"'{self.config.user}' and recommends the top {self.config.k}"}
+
     def explained_score(self, label: int | None) -> str:
         which = repr(self.stats["items"][label]) if label is not None else \
             "each row's best-scored item (its training choices included)"

@@ -10,14 +10,13 @@ import numpy as np
 import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from sklearn import metrics as skm
 from torch import nn
 
 from lamina.errors import DataError
 from lamina.features import attribution, base, classic
 from lamina.features.request import RequestField, Widget
-from lamina.features.common import (Apply, LinearHead, cell_text, missing_mask, raise_if_missing, tensor_entry,
-                                    to_float_tensor)
+from lamina.features.common import (Apply, LinearHead, cell_text, is_missing_cell, missing_mask, raise_if_missing,
+                                    tensor_entry, to_float_tensor)
 
 CAN_BE_OUTPUT = True
 CAN_BE_INPUT = True
@@ -30,11 +29,13 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
     delimiter: str = Field(",", min_length=1, description="separator between labels in a text cell")
     missing: Literal["empty", "drop", "error"] = Field(
-        "empty", description="empty: a missing cell is the empty set; drop removes the rows while training")
+        "empty", description="empty: a missing cell is the empty set; drop removes the rows while training",
+        json_schema_extra={"shown_when": {"role": ["input"]}})
     max_size: int | None = Field(None, ge=1, description="keep only the most frequent labels")
     min_count: int = Field(1, ge=1, description="labels seen fewer times are ignored")
     embedding_size: int | None = Field(None, ge=1, description="width of the input layer; default grows with the labels")
-    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="probability above which a label is predicted")
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="probability above which a label is predicted",
+                             json_schema_extra={"shown_when": {"role": ["output"]}})
     class_weights: Literal["balanced"] | None = Field(
         None, description="balanced: weigh each label's positives by its negatives/positives ratio")
 
@@ -75,6 +76,33 @@ class Feature(base.OutputFeature):
         self.config = config
         self.stats: dict = {}
 
+    @classmethod
+    def sniff(cls, column: base.Column) -> base.Sniff | None:
+        """Lists of labels (0.9), or texts of labels joined by '|' (0.88), ';' or ',' (0.82): the delimiter
+        in at least 30% of the cells, pieces of at most 3 words that are not numbers (those are sequences
+        or vectors), and fewer distinct pieces than half the cells (prose with commas has more); with ','
+        fewer distinct pieces than distinct cells, as labels that are combined make."""
+        if column.share(lambda value: isinstance(value, (list, tuple, set))) == 1.0:
+            if column.share(lambda value: all(isinstance(item, str) for item in value)) == 1.0:
+                return base.Sniff(0.9, "lists of labels")
+            return None
+        if not column.all_text or column.numbers is not None:
+            return None
+        texts = column.strings.iloc[:2000]
+        for delimiter in ("|", ";", ","):
+            if texts.str.contains(delimiter, regex=False).mean() < 0.3:
+                continue
+            pieces = texts.str.split(delimiter, regex=False).explode().str.strip()
+            pieces = pieces[pieces != ""]
+            if pd.to_numeric(pieces, errors="coerce").notna().mean() > 0.5 or pieces.str.split().str.len().mean() > 3:
+                continue
+            labels = pieces.nunique()
+            if labels > max(20, len(texts) // 2) or (delimiter == "," and labels >= texts.nunique()):
+                continue  # prose; or with ',' labels that hold a comma ('Sales, retail'), which never recombine
+            return base.Sniff(0.88 if delimiter == "|" else 0.82, f"labels separated by '{delimiter}' ({labels} "
+                                                                  f"labels)", {"delimiter": delimiter})
+        return None
+
     def fit(self, column: pd.Series) -> None:
         options = self.config
         rows, labels = labels_per_row(column, options.delimiter)
@@ -100,6 +128,32 @@ class Feature(base.OutputFeature):
         if self.config.missing == "error":
             raise_if_missing(column, self.config.name)
         return to_float_tensor(self._multi_hot(column))  # (N, L)
+
+    def prepare(self) -> dict:
+        """The labels as a dict {label: column of the multi-hot row}."""
+        return {label: position for position, label in enumerate(self.stats["labels"])}
+
+    def encode_rows(self, values: list) -> torch.Tensor:
+        """As transform: multi-hot rows of the known labels; a delimited text or a list per cell."""
+        index = self.prepared()
+        encoded = torch.zeros((len(values), len(index)), dtype=torch.float32)  # (N, L)
+        for row, value in enumerate(values):
+            kind = type(value)
+            if is_missing_cell(value):
+                if self.config.missing == "error":
+                    return self.transform(pd.Series(values))
+                continue
+            if kind in (list, tuple):
+                labels = value
+            elif kind in (str, int, float, bool):
+                labels = cell_text(value).split(self.config.delimiter)
+            else:
+                return self.transform(pd.Series(values))
+            for label in labels:
+                label = cell_text(label)
+                if isinstance(label, str) and label and label in index:
+                    encoded[row, index[label]] = 1.0
+        return encoded
 
     def encoder(self) -> nn.Module:
         size = self.config.embedding_size or min(64, round(1.6 * len(self.stats["labels"]) ** 0.56) + 1)
@@ -130,6 +184,8 @@ class Feature(base.OutputFeature):
         return decoded
 
     def metrics(self, target: torch.Tensor, output: torch.Tensor) -> dict[str, float]:
+        from sklearn import metrics as skm
+
         truth = target.numpy().astype(int)
         predicted = (torch.sigmoid(output).detach().numpy() >= self.config.threshold).astype(int)
         result = {
@@ -171,6 +227,13 @@ class Feature(base.OutputFeature):
         if isinstance(value, str):
             return [label.strip() for label in value.split(self.config.delimiter) if label.strip()] or None
         return value
+
+    def prediction_summary(self) -> dict:
+        labels = self.stats["labels"]
+        listed = ", ".join(str(label) for label in labels[:10]) + (", ..." if len(labels) > 10 else "")
+        return {"predicts": f"tells which of {len(labels)} labels apply to '{self.name}' (any number per row): "
+                            f"{listed}",
+                "classes": dict(zip((str(label) for label in labels), self.stats["counts"]))}
 
     def served_metadata(self) -> dict:
         return {"values": self.stats["labels"]}

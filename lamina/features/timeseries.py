@@ -44,8 +44,10 @@ class Options(BaseModel):
                            "self-attention with sinusoidal positions")
     layers: int = Field(2, ge=1, le=16, description="layers of the encoder")
     width: int = Field(64, ge=4, le=2048, description="width of the encoder's layers")
-    heads: int = Field(4, ge=1, le=32, description="attention heads (transformer)")
-    kernel_size: int = Field(5, ge=1, le=63, description="width in time steps of each convolution (cnn)")
+    heads: int = Field(4, ge=1, le=32, description="attention heads (transformer)",
+                       json_schema_extra={"shown_when": {"encoder": ["transformer"]}})
+    kernel_size: int = Field(5, ge=1, le=63, description="width in time steps of each convolution (cnn)",
+                             json_schema_extra={"shown_when": {"encoder": ["cnn"]}})
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     embedding_size: int = Field(64, ge=1, description="width of the vector the encoder outputs")
     max_length: int = Field(1000, ge=1, le=100_000, description="time steps kept per row; longer rows are cut "
@@ -229,6 +231,15 @@ class Feature(base.Feature):
     def _sequences(self, column: pd.Series) -> list[np.ndarray | None]:
         return read_sequences(column, self.config, self.config.name, self.stats)
 
+    @classmethod
+    def sniff(cls, column: base.Column) -> base.Sniff | None:
+        """Sequences: nested lists, 2-D arrays or strings '1,2;3,4' (0.9 when lengths vary along one side),
+        one-channel lists or strings '1,2,3' of varying length (0.85; of one length a vector is likelier:
+        0.45 up to 32 numbers, 0.65 beyond), paths of .csv/.npy files (0.75). The layout: the side whose
+        length varies from row to row is time (steps when it is the outer one, channels when the inner);
+        when neither varies, the longer side is time."""
+        return sniff_sequences(column)
+
     def fit(self, column: pd.Series) -> None:
         """Channel count, per-channel mean and std of the training split (over all real time steps)."""
         self.stats = {}
@@ -309,3 +320,52 @@ def classic_features(column: pd.Series, name: str) -> np.ndarray:
                    array.max(0), change]
         rows[position] = np.concatenate([np.stack(summary, axis=1).ravel(), [len(array)]])
     return rows
+
+
+def _shape(value: Any) -> tuple | None:
+    """The (outer, inner) shape of a cell as written (inner None for one channel), or None."""
+    if isinstance(value, str):
+        if not any(separator in value for separator in (STEP_SEPARATOR, VALUE_SEPARATOR)):
+            return None
+        try:
+            value = parse_text(value)
+        except Unreadable:
+            return None
+    elif not isinstance(value, (list, tuple, np.ndarray)):
+        return None
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if array.ndim not in (1, 2) or array.size < 2:
+        return None
+    return (array.shape[0], array.shape[1] if array.ndim == 2 else None)
+
+
+def sniff_sequences(column: base.Column) -> base.Sniff | None:
+    """Feature.sniff of a timeseries column (see there)."""
+    if column.numbers is not None or column.grouped_numbers:
+        return None
+    texts = column.strings.iloc[:500]
+    if column.all_text and texts.str.lower().str.endswith((".csv", ".tsv", ".npy")).mean() > 0.9:
+        return base.Sniff(0.75, "paths of sequence files (.csv/.npy)")
+    shapes = [_shape(value) for value in column.values.iloc[:500]]
+    if not shapes or any(shape is None for shape in shapes):
+        return None
+    outer = {shape[0] for shape in shapes}
+    inner = {shape[1] for shape in shapes}
+    if inner == {None}:
+        if len(outer) > 1:
+            return base.Sniff(0.85, f"one-channel sequences of {min(outer)} to {max(outer)} steps")
+        return base.Sniff(0.65 if max(outer) > 32 else 0.45, f"one-channel sequences of {max(outer)} steps")
+    if None in inner or (len(outer) > 1 and len(inner) > 1):
+        return None
+    if len(outer) == 1 and len(inner) == 1:
+        steps, channels = (max(outer), max(inner)) if max(outer) >= max(inner) else (max(inner), max(outer))
+        layout, confidence = ("steps" if max(outer) >= max(inner) else "channels"), 0.85
+        reason = f"sequences of {steps} steps of {channels} channels (the longer side taken as time)"
+    else:
+        layout, confidence = ("steps" if len(outer) > 1 else "channels"), 0.9
+        lengths, channels = (outer, max(inner)) if layout == "steps" else (inner, max(outer))
+        reason = f"sequences of {min(lengths)} to {max(lengths)} steps of {channels} channels"
+    return base.Sniff(confidence, f"{reason}, layout {layout}", {"layout": layout})

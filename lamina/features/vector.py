@@ -10,13 +10,12 @@ import numpy as np
 import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from sklearn import metrics as skm
 from torch import nn
 
 from lamina.errors import DataError
 from lamina.features import attribution, base, classic, plots
-from lamina.features.common import LinearHead, describe_cell, missing_mask, raise_if_missing, tensor_entry, \
-    regression_loss, to_float_tensor
+from lamina.features.common import LinearHead, describe_cell, is_missing_cell, missing_mask, raise_if_missing, \
+    tensor_entry, regression_loss, to_float_tensor
 from lamina.features.request import RequestField, Widget
 
 CAN_BE_OUTPUT = True
@@ -32,13 +31,14 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
     missing: Literal["fill", "drop", "error"] = Field(
         "fill", description="fill: a missing cell takes the training mean of each component; drop removes the rows "
-                            "while training; error refuses them")
+                            "while training; error refuses them", json_schema_extra={"shown_when": {"role": ["input"]}})
     normalize: Literal["standard", "none"] = Field(
         "standard", description="standard: each component scaled by its training mean and std; none: as it is")
     embedding_size: int | None = Field(None, ge=1, description="as an input, a learned linear+ReLU layer of this "
                                                                "width over the components (default: none, the "
                                                                "normalised components go to the hidden layers)")
-    loss: Literal["mse", "mae", "huber"] = Field("mse", description="loss when this is an output, in normalised units")
+    loss: Literal["mse", "mae", "huber"] = Field("mse", description="loss when this is an output, in normalised units",
+                                                 json_schema_extra={"shown_when": {"role": ["output"]}})
 
 
 def components(value) -> np.ndarray:
@@ -158,6 +158,25 @@ class Feature(base.OutputFeature):
     def length(self) -> int:
         return int(self.stats["length"])
 
+    @classmethod
+    def sniff(cls, column: base.Column) -> base.Sniff | None:
+        """Lists of numbers of one length, or texts '1.0,2.0,3.5' (no ';'): 0.8 up to 32 numbers, 0.6
+        beyond (a one-channel sequence is then likelier). Lengths that vary make a sequence, not a vector."""
+        nested = column.share(lambda value: (isinstance(value, str) and ";" in value) or
+                              (isinstance(value, np.ndarray) and value.ndim != 1))
+        if column.numbers is not None or nested or column.grouped_numbers:
+            return None
+        lengths = set()
+        for value in column.values.iloc[:500]:
+            try:
+                lengths.add(components(value).size)
+            except ValueError:
+                return None
+        if len(lengths) != 1 or lengths == {1}:
+            return None
+        length = lengths.pop()
+        return base.Sniff(0.8 if length <= 32 else 0.6, f"lists of {length} numbers")
+
     def fit(self, column: pd.Series) -> None:
         name = self.config.name
         values = parse(column, name)
@@ -179,6 +198,24 @@ class Feature(base.OutputFeature):
         if self.config.missing == "error":
             raise_if_missing(column, self.config.name)
         return to_float_tensor(parse(column, self.config.name, self.length))  # (N, L), NaN rows where missing
+
+    def encode_rows(self, values: list) -> torch.Tensor:
+        """As transform for cells that are JSON lists of finite numbers of the learned length, or missing;
+        any other cell (text, arrays, a wrong length, 'missing: error' with a gap) is transform's to read or refuse."""
+        length, rows = self.length, []
+        for value in values:
+            kind = type(value)
+            if is_missing_cell(value):
+                if self.config.missing == "error":
+                    return self.transform(pd.Series(values))
+                rows.append([float("nan")] * length)
+            elif kind is list and len(value) == length and all(
+                    (type(item) is float and abs(item) < float("inf")) or (type(item) is int and abs(item) < 2 ** 53)
+                    for item in value):
+                rows.append([float(item) for item in value])
+            else:
+                return self.transform(pd.Series(values))
+        return torch.tensor(rows, dtype=torch.float32).reshape(len(values), length)  # (N, L)
 
     def encoder(self) -> nn.Module:
         return Encoder(self.config, self.stats)
@@ -202,6 +239,8 @@ class Feature(base.OutputFeature):
 
     def metrics(self, target: torch.Tensor, output: torch.Tensor) -> dict[str, float]:
         """rmse, mae and r2 in the data's units, each the mean over the components."""
+        from sklearn import metrics as skm
+
         truth, predicted = target.numpy(), np.asarray(self.decode(output)[self.config.name])
         return {
             "rmse": float(np.sqrt(skm.mean_squared_error(truth, predicted, multioutput="raw_values")).mean()),
@@ -261,6 +300,9 @@ class Feature(base.OutputFeature):
             raise ValueError(f"{array.size} numbers; this model takes exactly {self.length}")
         return array.tolist()
 
+    def prediction_summary(self) -> dict:
+        return {"predicts": f"predicts '{self.name}', a vector of {self.length} numbers"}
+
     def served_metadata(self) -> dict:
         return {"length": self.length,
                 "statistics": {key: self.stats[key] for key in ("mean", "std", "min", "max")}}
@@ -313,6 +355,8 @@ class Feature(base.OutputFeature):
 
     def report_plots(self, data: dict) -> list[str]:
         """Predicted against true over every component, and a table of each component's rmse and r2."""
+        from sklearn import metrics as skm
+
         truth, predicted = np.array(data["truth"]), np.array(data["predicted"])  # (N, L)
         figure, axes = plots.figure()
         for component in range(truth.shape[1]):

@@ -3,7 +3,8 @@ GET /metadata, GET / (a web page for the model) and POST /explain.
 
 Every refusal is a 4xx whose message names the field; an unexpected error is logged with its
 traceback on the server and answered with a 500 that carries none. Bodies are parsed, validated
-and decoded in a small thread pool, never on the event loop: /health answers while they run.
+and decoded in a small thread pool, never on the event loop: /health answers while they run (a small
+JSON body without files is parsed on the loop: it takes less time than the hop to a thread).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import ValidationError
 
+from lamina.api import FAST_ROWS
 from lamina.errors import ConfigError, DataError
 from lamina.features.request import OVER_BUDGET, Budget
 from lamina.serving import page, schema
@@ -37,6 +39,7 @@ class Settings:
     """The limits and batching of a server (the `lamina serve` flags)."""
 
     max_batch_rows: int = 256  # most rows merged into one Model.predict call
+    fast_rows: int = FAST_ROWS  # a batch of at most this many rows takes Model.predict_rows (no DataFrame)
     batch_wait_ms: float = 2.0  # under concurrent load, how long a batch waits for more requests to join
     max_request_rows: int = 1000  # most rows in one request
     max_body_bytes: int = 10 * 2 ** 20  # largest request body (JSON or multipart, images included)
@@ -56,6 +59,7 @@ class Settings:
 # web page leave them out, at any depth of a feature's options (augment.noise_files).
 SERVER_PATH_OPTIONS = frozenset({"root", "weights", "noise_files", "pretrained"})
 MAX_FORM_FIELDS = 1000  # fields in one form (multipart or urlencoded): each costs memory before validation
+INLINE_BODY_BYTES = 16 * 2 ** 10  # a body up to this size without files is parsed on the event loop
 
 
 class BodyLimit:
@@ -161,6 +165,7 @@ class Rows:
         self.model, self.settings = model, settings
         self.names = [feature.config.name for feature in model.inputs_]
         self.fields = schema.request_fields(model)  # how a request sends each input
+        self.files = any(field.file for field in self.fields)  # some input is sent as a file (image, sound)
         self.example = schema.example_row(model, self.fields)
         self.row = schema.row_model(model, self.fields)
         self.request = schema.request_model(self.row, self.example)
@@ -174,14 +179,19 @@ class Rows:
         hold is given back when the block ends (answered, refused or the client gone)."""
         body = await request.body()
         content_type = request.headers.get("content-type", "")
-        # parsing and decoding take CPU in proportion to the body: off the event loop, so that
-        # /health and the answers of other requests never wait for them
-        work = asyncio.get_running_loop().run_in_executor(self.pool, self.parse, body, content_type)
-        try:
-            rows, held = await asyncio.shield(work)
-        except asyncio.CancelledError:  # the client left while its files were decoded: give back their share
-            work.add_done_callback(self._give_back)
-            raise
+        if len(body) <= INLINE_BODY_BYTES and not self.files:
+            # a few rows of plain values parse and validate in about 0.1 ms, less than the hop to a
+            # thread and back, and hold no share of the allowance (so never wait for one)
+            rows, held = self.parse(body, content_type)
+        else:
+            # parsing and decoding take CPU in proportion to the body: off the event loop, so that
+            # /health and the answers of other requests never wait for them
+            work = asyncio.get_running_loop().run_in_executor(self.pool, self.parse, body, content_type)
+            try:
+                rows, held = await asyncio.shield(work)
+            except asyncio.CancelledError:  # the client left while its files were decoded: give back their share
+                work.add_done_callback(self._give_back)
+                raise
         try:
             yield rows
         finally:
@@ -238,7 +248,10 @@ class Rows:
         return parsed.rows, held
 
     def predict(self, rows: list) -> list[dict]:
-        """Validated rows -> one dict of predictions per row (run by the batcher's thread)."""
+        """Validated rows -> one dict of predictions per row (run by the batcher's thread). A few rows
+        take Model.predict_rows (no DataFrame in or out); a merged batch above FAST_ROWS the DataFrame path."""
+        if len(rows) <= min(self.settings.fast_rows, FAST_ROWS):
+            return self.model.predict_rows(schema.cells(rows, self.model))
         return _records(self.model.predict(schema.frame(rows, self.model, self.fields)))
 
 

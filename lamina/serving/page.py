@@ -35,6 +35,7 @@ function show(prediction) {
     heading.dataset.output = output.name;
     const value = prediction[output.name];
     const probability = prediction[output.name + "_probability"];
+    if (output.display === "boxes") { result.append(heading); drawBoxes(output, value || [], heading); continue; }
     heading.textContent = output.name + ": " + (value === null ? "(none)" : value) +
       (probability === undefined ? "" : "  (probability " + Number(probability).toFixed(3) + ")");
     result.append(heading);
@@ -52,6 +53,39 @@ function show(prediction) {
     }
     result.append(table);
   }
+}
+
+// an output whose /metadata says display: "boxes" (objects found in its `image` input) is drawn
+// over the uploaded picture: each box [x0, y0, x1, y1] in the picture's pixels, with label and score
+function drawBoxes(output, found, heading) {
+  heading.textContent = output.name + ": " + found.length + (found.length === 1 ? " box" : " boxes");
+  const file = form.elements[output.image] && form.elements[output.image].files[0];
+  const canvas = document.createElement("canvas");
+  canvas.id = output.name + "_boxes";
+  result.append(canvas);
+  const table = document.createElement("table");
+  for (const item of found) {
+    const row = document.createElement("tr");
+    row.append(cell(item.label), cell(Number(item.score).toFixed(3)), cell(item.box.map((v) => v.toFixed(1)).join(", ")));
+    table.append(row);
+  }
+  result.append(table);
+  if (!file) return;
+  const picture = new Image();
+  picture.onload = () => {
+    const scale = Math.min(1, 640 / picture.naturalWidth);
+    canvas.width = picture.naturalWidth * scale; canvas.height = picture.naturalHeight * scale;
+    const context = canvas.getContext("2d");
+    context.drawImage(picture, 0, 0, canvas.width, canvas.height);
+    context.lineWidth = 2; context.font = "12px sans-serif";
+    for (const item of found) {
+      const [x0, y0, x1, y1] = item.box.map((v) => v * scale);
+      context.strokeStyle = "#ff8c00"; context.strokeRect(x0, y0, x1 - x0, y1 - y0);
+      context.fillStyle = "#ff8c00"; context.fillText(item.label + " " + Number(item.score).toFixed(2), x0, Math.max(10, y0 - 2));
+    }
+    URL.revokeObjectURL(picture.src);
+  };
+  picture.src = URL.createObjectURL(file);
 }
 
 async function post(path) {

@@ -126,6 +126,12 @@ def nesting(text: str) -> int:
     return int(steps.cumsum().max(initial=0))
 
 
+def cells(rows: list[BaseModel], model) -> list[dict]:
+    """Validated rows -> the row dicts Model.predict_rows reads ({input name: cell}, None where missing)."""
+    names = [(f"field_{position}", feature.config.name) for position, feature in enumerate(model.inputs_)]
+    return [{name: getattr(row, field) for field, name in names} for row in rows]
+
+
 def frame(rows: list[BaseModel], model, fields: list[RequestField]) -> pd.DataFrame:
     """Validated rows -> the DataFrame Model.predict reads, with the dtypes the features expect
     (numbers as float64, None -> NaN; lists, PIL images and strings stay Python objects)."""
