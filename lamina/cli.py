@@ -284,7 +284,9 @@ def _datasets(args) -> None:
     if args.action == "list" or not args.name:
         for name in datasets.names():
             item = datasets.info(name)
-            where = "installed" if item.locate() else "download on first use"
+            # a simulated set is made by lamina (then cached); the others are read from a package or downloaded
+            where = "installed" if item.locate() else "generated on first use" if item.simulated else \
+                "download on first use"
             print(f"{name:<20} {item.task:<24} target {item.target:<14} {where}")
         return
     item = datasets.info(args.name)
