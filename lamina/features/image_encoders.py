@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from lamina.errors import ConfigError
-from lamina.features.image_pretrained import PIXEL_MEAN, PIXEL_STD, Pretrained, trainable_parts
+from lamina.features.image_pretrained import PIXEL_MEAN, PIXEL_STD, Pretrained, mismatches, trainable_parts
 
 
 def stem(in_channels: int, width: int, size: tuple[int, int]) -> nn.Sequential:
@@ -178,17 +178,10 @@ def read_weights(path: str, encoder: nn.Module, name: str) -> dict[str, torch.Te
     except (SafetensorError, OSError, ValueError) as error:
         raise ConfigError(f"image feature '{name}': cannot read weights file '{path}' as safetensors "
                           f"({str(error).strip()[:200]}); save it with safetensors.torch.save_file") from None
-    expected = encoder.state_dict()
-    missing = [key for key in expected if key not in loaded and not key.startswith("projection.")]
-    unexpected = [key for key in loaded if key not in expected]
-    wrong = [f"{key} {tuple(loaded[key].shape)} vs {tuple(expected[key].shape)}" for key in expected
-             if key in loaded and loaded[key].shape != expected[key].shape]
-    if missing or unexpected or wrong:
-        parts = [f"{label} {items[:5]}{f' and {len(items) - 5} more' if len(items) > 5 else ''}"
-                 for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                                      ("wrong shapes (file vs encoder)", wrong)) if items]
+    problems = mismatches(loaded, encoder.state_dict(), "encoder", optional="projection.")
+    if problems:
         raise ConfigError(f"image feature '{name}': weights file '{path}' does not fit its encoder: "
-                          f"{'; '.join(parts)}; save the file from an encoder with the same encoder, width, "
+                          f"{problems}; save the file from an encoder with the same encoder, width, "
                           f"stages, depth, channels (and embedding_size), e.g. "
                           f"save_file(model.network_.encoders[i].state_dict(), path)")
     return loaded

@@ -199,16 +199,22 @@ def read_checkpoint(path: Path, name: str) -> dict[str, torch.Tensor]:
         raise ConfigError(f"image feature '{name}': weights file '{path}' does not hold a state_dict (a mapping of "
                           f"names to tensors); save one with torch.save(model.state_dict(), path)")
     state = {key: value for key, value in state.items() if key not in CLASSIFIER}
-    expected = EfficientNetLite0(PARTS).state_dict()
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    wrong = [f"{key} {tuple(state[key].shape)} vs {tuple(expected[key].shape)}" for key in expected
-             if key in state and state[key].shape != expected[key].shape]
-    if missing or unexpected or wrong:
-        parts = [f"{label} {items[:5]}{f' and {len(items) - 5} more' if len(items) > 5 else ''}"
-                 for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                                      ("wrong shapes (file vs EfficientNet-Lite0)", wrong)) if items]
+    problems = mismatches(state, EfficientNetLite0(PARTS).state_dict(), "EfficientNet-Lite0")
+    if problems:
         raise ConfigError(f"image feature '{name}': weights file '{path}' is not an EfficientNet-Lite0 checkpoint: "
-                          f"{'; '.join(parts)}; give a checkpoint with the module names of the published one "
+                          f"{problems}; give a checkpoint with the module names of the published one "
                           f"(_conv_stem, _blocks.N, _conv_head)")
     return state
+
+
+def mismatches(loaded: dict, expected: dict, against: str, optional: str | None = None) -> str:
+    """What keeps a file's tensors from loading into a module's state_dict `expected` (missing keys,
+    unexpected keys, wrong shapes; at most 5 of each named), or '' when they fit. Keys starting with
+    `optional` may be absent from the file."""
+    missing = [key for key in expected if key not in loaded and not (optional and key.startswith(optional))]
+    unexpected = [key for key in loaded if key not in expected]
+    wrong = [f"{key} {tuple(loaded[key].shape)} vs {tuple(expected[key].shape)}" for key in expected
+             if key in loaded and loaded[key].shape != expected[key].shape]
+    return "; ".join(f"{label} {items[:5]}{f' and {len(items) - 5} more' if len(items) > 5 else ''}"
+                     for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                                          (f"wrong shapes (file vs {against})", wrong)) if items)
