@@ -1,11 +1,13 @@
 """Serving: the prediction fast path and the server. In one run, interleaved where two paths are
 compared: single-row latency in process (Model.predict on a one-row DataFrame, the old path, against
-Model.predict of a dict and Model.predict_rows, the fast path), the network on ready tensors and its
-hidden layers and head alone (the floor); where the fast path stops paying (rows per call); the start of
-`lamina serve` (imports, and wall time to the first ok /health); single-row latency over HTTP with one
-client and requests/s with 1, 8 and 64 clients, a fast-path server against one that builds a DataFrame
-for every batch (both micro-batching); batch inference rows/s of Model.predict, of the exported network
-in PyTorch and of the ONNX export in ONNX Runtime on the same tensors.
+Model.predict of a dict and Model.predict_rows, the fast path, with the same-kind encoders grouped and
+with every encoder alone, as it ran before), the network on ready tensors both ways and a hand-written
+forward of its hidden layers and head (the floor); where a one-row call spends its time; batch rows/s
+of Model.predict on a 4,096-row DataFrame, encoders grouped against alone; where the fast path stops
+paying (rows per call); the start of `lamina serve` (imports, and wall time to the first ok /health);
+single-row latency over HTTP with one client and requests/s with 1, 8 and 64 clients, a fast-path server
+against one that builds a DataFrame for every batch (both micro-batching); batch inference rows/s of
+Model.predict, of the exported network in PyTorch and of the ONNX export in ONNX Runtime on the same tensors.
 
 The model is examples/adult.yaml trained for 2 epochs (or --model FOLDER). The servers run in
 subprocesses with one torch thread; the clients are asyncio connections (keep-alive HTTP/1.1) in
@@ -141,29 +143,75 @@ def interleaved(calls: dict, repeats: int) -> dict[str, list[float]]:
     return times
 
 
-def in_process(model: lamina.Model, row: dict, repeats: int) -> dict[str, list[float]]:
-    """One row through the old DataFrame path, the fast path, the network on ready tensors and the
-    network's hidden layers and head alone on a ready (1, width) tensor (a hand-written forward: the floor)."""
-    network = model.network_
+def in_process(model: lamina.Model, alone: lamina.Model, row: dict, repeats: int) -> dict[str, list[float]]:
+    """One row through the old DataFrame path, the fast path, the fast path of the same model with every
+    encoder computed alone (how the network ran before same-kind encoders were grouped), the network on ready
+    tensors (both ways) and a hand-written forward of the hidden layers and head on a ready (1, width)
+    tensor (F.linear, F.batch_norm and the activation on the trained weights: the floor)."""
     frame = pd.DataFrame([row])
     ready = {feature.config.name: feature.encode_rows([row[feature.config.name]]) for feature in model.inputs_}
-    width = sum(encoder.output_size for encoder in network.encoders)
+    width = sum(encoder.output_size for encoder in model.network_.encoders)
     hidden = torch.randn(1, width)
-    head = network.heads[0]
 
-    def network_only() -> None:
+    def network_only(network) -> None:
         with torch.inference_mode():
             network(ready)
 
     def floor() -> None:
         with torch.inference_mode():
-            head(network.trunk(hidden), HeadContext())
+            hand_written(model.network_, hidden)
 
     return interleaved({"Model.predict(DataFrame), the old path": lambda: model.predict(frame),
                         "Model.predict(dict), the fast path": lambda: model.predict(row),
                         "Model.predict_rows(dict)": lambda: model.predict_rows(row),
-                        "network on ready tensors": network_only,
-                        "hidden layers + head on a ready vector": floor}, repeats)
+                        "Model.predict_rows(dict), encoders alone": lambda: alone.predict_rows(row),
+                        "network on ready tensors": lambda: network_only(model.network_),
+                        "network on ready tensors, encoders alone": lambda: network_only(alone.network_),
+                        "hand-written hidden layers + head": floor}, repeats)
+
+
+def hand_written(network, hidden: torch.Tensor) -> torch.Tensor:
+    """The hidden layers and the first head of `network` as one would write them by hand in PyTorch
+    (F.linear and F.batch_norm on the trained weights, the activation): (1, width) -> the head's output."""
+    for block in network.trunk:
+        linear, norm, activation, _ = block.layer
+        hidden = torch.nn.functional.linear(hidden, linear.weight, linear.bias)
+        if isinstance(norm, torch.nn.BatchNorm1d):
+            hidden = torch.nn.functional.batch_norm(hidden, norm.running_mean, norm.running_var, norm.weight,
+                                                    norm.bias, False, 0.0, norm.eps)
+        hidden = activation(hidden)
+    last = [module for module in network.heads[0].modules() if isinstance(module, torch.nn.Linear)][-1]
+    return torch.nn.functional.linear(hidden, last.weight, last.bias)
+
+
+def where_time_goes(model: lamina.Model, row: dict, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each part of a one-row predict_rows, taking turns: encoding the cells, each block or
+    lone encoder of the network, the hidden layers, the head, decoding; and the whole call."""
+    network = model.network_
+    ready = {feature.config.name: feature.encode_rows([row[feature.config.name]]) for feature in model.inputs_}
+    calls = {"Model.predict_rows(dict), the whole call": lambda: model.predict_rows(row),
+             "encode_rows of every input": lambda: [feature.encode_rows([row.get(feature.config.name)])
+                                                    for feature in model.inputs_]}
+    for positions, block in network.runs:
+        names = [network.input_names[position] for position in positions]
+        if block is not None:
+            module = network.blocks[block]
+            label = f"{type(module).__module__.split('.')[-1]} block of {len(names)} inputs"
+            calls[label] = lambda module=module, names=names: module([ready[name] for name in names])
+        else:
+            encoder = network.encoders[positions[0]]
+            calls[f"{names[0]} encoder alone"] = lambda encoder=encoder, name=names[0]: encoder(ready[name])
+    with torch.inference_mode():
+        hidden, _, _ = network.encode(ready)
+        output = network.heads[0](hidden, HeadContext())
+    joined = torch.randn(1, sum(encoder.output_size for encoder in network.encoders))
+    calls["joining the vectors (cat, index_select)"] = lambda: torch.cat([joined[:, :1], joined[:, 1:]], dim=1) \
+        .index_select(1, network.order) if network.order is not None else None
+    calls["hidden layers"] = lambda: network.trunk(joined)
+    calls["head"] = lambda: network.heads[0](hidden, HeadContext())
+    calls["decode"] = lambda: model.outputs_[0].decode(output)
+    with torch.inference_mode():
+        return interleaved(calls, repeats)
 
 
 def rows_per_call(model: lamina.Model, frame: pd.DataFrame, repeats: int) -> list[tuple[int, float, float]]:
@@ -265,6 +313,16 @@ def batch_inference(model: lamina.Model, frame, folder: Path, repeats: int) -> d
                 "ONNX Runtime, ready tensors": best(lambda: [session.run(None, batch) for batch in onnx_batches])}
 
 
+def batch_against_alone(model: lamina.Model, alone: lamina.Model, frame: pd.DataFrame,
+                        repeats: int) -> dict[str, list[float]]:
+    """Seconds of Model.predict on one 4,096-row DataFrame, the network with same-kind encoders grouped
+    against the same network computing every encoder alone (how it ran before), taking turns."""
+    batch = frame.head(BATCH)
+    with torch.no_grad():
+        return interleaved({"grouped": lambda: model.predict(batch), "alone": lambda: alone.predict(batch)},
+                           repeats)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small model and 2 s per setting (CI smoke test)")
@@ -285,19 +343,35 @@ def main() -> None:
         if not args.model:
             model = lamina.load(folder)  # as a server holds it: loaded, its lookup tables prepared
         print(f"model: {folder} ({'loaded' if args.model else f'trained in {time.perf_counter() - started:.0f} s'})")
+        alone = lamina.load(folder)
+        alone.network_.group_encoders(False)  # every encoder alone: the network as it ran before
         frame = lamina.datasets.load("adult")
         row = {name: (value.item() if hasattr(value, "item") else value)
                for name, value in frame[[f.config.name for f in model.inputs_]].iloc[0].items()}
         body = json.dumps({"rows": [row]}).encode()
 
         print(f"\nsingle-row latency in process, {requests} calls each, taking turns:")
-        times = in_process(model, row, requests)
+        times = in_process(model, alone, row, requests)
         for label, values in times.items():
-            print(f"  {label:<42} {percentiles(values)}")
+            print(f"  {label:<48} {percentiles(values)}")
         fast = np.median(times["Model.predict_rows(dict)"])
         print(f"  predict_rows / old path: {fast / np.median(times['Model.predict(DataFrame), the old path']):.3f}; "
-              f"predict_rows / network on ready tensors: {fast / np.median(times['network on ready tensors']):.1f}; "
-              f"/ hidden layers + head: {fast / np.median(times['hidden layers + head on a ready vector']):.1f}")
+              f"/ encoders alone: {fast / np.median(times['Model.predict_rows(dict), encoders alone']):.3f}; "
+              f"/ network on ready tensors: {fast / np.median(times['network on ready tensors']):.1f}; "
+              f"/ hand-written layers + head: {fast / np.median(times['hand-written hidden layers + head']):.1f}")
+
+        print(f"\nwhere a one-row predict_rows spends its time, {requests} calls each, taking turns (ms, p50):")
+        for label, values in where_time_goes(model, row, requests).items():
+            print(f"  {label:<48} {1000 * np.median(values):.3f}")
+
+        print(f"\nbatch: Model.predict of one {BATCH:,}-row DataFrame, encoders grouped against alone, "
+              f"{5 if args.quick else 20} calls each, taking turns:")
+        batch_times = batch_against_alone(model, alone, frame, 5 if args.quick else 20)
+        for label, values in batch_times.items():
+            print(f"  {label:<10} {BATCH / np.median(values):>10,.0f} rows/s (median), "
+                  f"{BATCH / min(values):>10,.0f} (best)")
+        print(f"  grouped / alone rows/s: {np.median(batch_times['alone']) / np.median(batch_times['grouped']):.3f} "
+              f"(median), {min(batch_times['alone']) / min(batch_times['grouped']):.3f} (best)")
 
         print("\nrows per call, ms (best of 20): DataFrame path against the fast path")
         for count, old, new in rows_per_call(model, frame, 5 if args.quick else 20):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import pandas as pd
 import torch
 from sklearn import metrics as skm
@@ -112,7 +111,7 @@ def compare(args: argparse.Namespace) -> None:
         results[f"lamina {encoder}"] = run_lamina(kept, encoder, args.epochs, test_rows)
         print(f"  {encoder}: {results[f'lamina {encoder}']}", flush=True)
     majority = kept[TARGET].iloc[parts["test"]].astype(str).value_counts(normalize=True).max()
-    print(f"\n| model | test accuracy | test macro F1 | wall seconds | notes |\n|---|---:|---:|---:|---|")
+    print("\n| model | test accuracy | test macro F1 | wall seconds | notes |\n|---|---:|---:|---:|---|")
     for name, result in results.items():
         print(f"| {name} | {result['accuracy']:.4f} | {result['f1_macro']:.4f} | {result['seconds']:.0f} | "
               f"{result['note']} |")

@@ -57,8 +57,8 @@ def main() -> None:
     print(lamina_source())
     print(f"machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     results = [run(example, EXAMPLES[example], args.quick) for example in args.examples]
-    print(f"\n| example | train / test rows | epochs | deep test accuracy | classic test accuracy (model) | "
-          f"training time | clips/s in training |")
+    print("\n| example | train / test rows | epochs | deep test accuracy | classic test accuracy (model) | "
+          "training time | clips/s in training |")
     print("|---|---|---|---|---|---|---|")
     for result in results:
         print(f"| {result['example']} | {result['train']} / {result['test']} | {result['epochs']} | "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -54,11 +55,11 @@ def main_benchmark() -> None:
         folder, run = Path(work) / "images", Path(work) / "run"
         count = write_folder(args.source, per_class, folder)
         print(f"{args.source}: {count} PNG files in {folder}")
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
             code = main(["train", "--data", str(folder), "--output", str(run), "--quiet", "--no-report"])
-        seconds = time.perf_counter() - began
+        seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
         text = printed.getvalue()
         print(text[:text.find("outputs:")].rstrip())  # the inferred default input
         if code != 0:
@@ -69,7 +70,8 @@ def main_benchmark() -> None:
         classic = (comparison.get("classic") or {}).get("test", {}).get("accuracy")
         rows = model.training_["rows"]
         print(f"split: {rows}; epochs run: {len(model.training_['history'])}; learning rate {model.training_['learning_rate']:.2e}")
-        print(f"lamina zero config: test accuracy {deep:.4f}  (train + compare + save: {seconds:.0f} s)")
+        print(f"lamina zero config: test accuracy {deep:.4f}  (train + compare + save: {seconds:.0f} s wall, "
+              f"{cpu:.0f} s of CPU in all threads; load average now {os.getloadavg()[0]:.1f})")
         if classic is not None:
             print(f"classic baseline ({comparison['classic'].get('model', '?')}): test accuracy {classic:.4f}; "
                   f"ratio lamina / classic {deep / classic:.3f}")

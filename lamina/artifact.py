@@ -32,8 +32,10 @@ MANIFEST = "manifest.json"
 COMPARISON = "comparison.json"  # optional: written by `lamina compare`, read back as Model.comparison_
 EVALUATION = "evaluation.json"  # optional (absent in folders saved before it existed): Model.evaluation_
 TUNING = "tuning.json"  # optional: the leaderboard of the `lamina tune` search that chose this config
-OPTIONAL = (COMPARISON, EVALUATION, TUNING)
-EXTRAS = (("comparison", COMPARISON), ("evaluation", EVALUATION), ("tuning", TUNING))  # Model.<part>_ <-> file
+ROLLOUT = "rollout.json"  # optional: written by `lamina rollout`, the model as a policy in its simulator
+OPTIONAL = (COMPARISON, EVALUATION, TUNING, ROLLOUT)
+EXTRAS = (("comparison", COMPARISON), ("evaluation", EVALUATION), ("tuning", TUNING),
+          ("rollout", ROLLOUT))  # Model.<part>_ <-> file
 # every file the loader parses; each must be listed in the manifest, so none is read unchecked
 REQUIRED = ("config.yaml", "stats.json", "weights.safetensors", "metrics.json", "history.json")
 # the resolved config, every key with its value: config.yaml leaves out defaults, which a later lamina may

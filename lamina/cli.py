@@ -1,5 +1,5 @@
 """The command line: lamina train | tune | evaluate | predict | recommend | compare | explain | report | serve |
-export | init-config | datasets | config | config-schema."""
+export | init-config | datasets | config | config-schema | rollout."""
 from __future__ import annotations
 
 import argparse
@@ -97,17 +97,12 @@ def _report(args) -> None:
 def _folder_config(data: str) -> dict:
     """With no --config, a folder of class sub-folders gets a default image classifier."""
     from lamina.data import read_folder
-    from lamina.features.image import FOLDER_OUTPUT, FOLDER_TRAINING, infer_options
+    from lamina.features.image import folder_config
 
     if not Path(data).is_dir():
         raise ConfigError("--config is needed unless --data is a folder of class sub-folders of images; "
                           "`lamina init-config --data FILE --target COLUMN` writes a starting config")
-    frame = read_folder(Path(data))
-    image = {"name": "image", "type": "image", **infer_options(frame["image"])}  # size, channels, encoder
-    config = {"inputs": [image], "outputs": [{"name": "label", "type": "category", **FOLDER_OUTPUT}],
-              "training": dict(FOLDER_TRAINING)}
-    if "split" in frame.columns:
-        config["split"] = {"method": "column", "column": "split"}
+    config = folder_config(read_folder(Path(data)))
     print("no --config given; training this default (image size and channels from the files' headers, the encoder "
           "from their size; save it as a YAML file to change it):")
     print(yaml.safe_dump(config, sort_keys=False, default_flow_style=None), end="")
@@ -302,6 +297,13 @@ def _datasets(args) -> None:
                         "distinct": {name: distinct(frame[name]) for name in frame.columns}}).to_string())
 
 
+def _rollout(args) -> None:
+    _needs("simulation", "gymnasium")
+    from lamina.simulation.command import rollout_command
+
+    rollout_command(args)
+
+
 def _config_schema(args) -> None:
     from lamina.config import Config
 
@@ -428,6 +430,20 @@ def parser() -> argparse.ArgumentParser:
     shown.add_argument("--resolved", action="store_true", help="every key with its value, defaults included: for "
                                                                "a model folder, exactly what it was trained with")
     shown.set_defaults(run=_config)
+    rollout = commands.add_parser("rollout", help="run a saved model as a policy in its simulator, beside the "
+                                                  "expert, zero and random actions (pip install 'lamina[simulation]')")
+    rollout.add_argument("--model", required=True)
+    rollout.add_argument("--episodes", type=_positive(int), help="episodes per policy (default: simulation.episodes)")
+    rollout.add_argument("--seed", type=int, help="seed of the first episode (default: simulation.seed)")
+    rollout.add_argument("--environment", help="the Gymnasium environment (default: simulation.environment)")
+    rollout.add_argument("--dagger", type=_positive(int), help="also run N DAgger rounds: the expert labels the "
+                                                               "states the model visits and it is trained again")
+    rollout.add_argument("--data", help="for --dagger, the rows the model was trained on (default: its data set or "
+                                        "file)")
+    rollout.add_argument("--dagger-output", help="for --dagger, save the last round's model in this folder")
+    rollout.add_argument("--relabel", action="store_true", help="for --dagger, the expert also relabels the rows the "
+                                                                "model was trained on (a noisy demonstrator's)")
+    rollout.set_defaults(run=_rollout)
     schema = commands.add_parser("config-schema", help="print the config's JSON Schema (for editors)")
     schema.set_defaults(run=_config_schema)
     return main

@@ -168,6 +168,26 @@ class Split(BaseModel):
         return self
 
 
+class Simulation(BaseModel):
+    """How `lamina rollout` judges a model as a policy: it acts in a Gymnasium environment for unseen
+    episodes, beside the environment's scripted expert, a do-nothing and a random policy on the same seeds
+    (lamina/simulation/). Training ignores this section."""
+
+    model_config = STRICT
+    environment: str = Field(min_length=1, description="a Gymnasium environment with a scripted expert in lamina: "
+                                                        "CartPole-v1 or Reacher-v5")
+    episodes: int = Field(20, ge=1, le=10_000, description="episodes each policy runs, one seed each")
+    seed: int = Field(1000, ge=0, description="seed of the first episode (the others follow it); keep it away from "
+                                              "the seeds the demonstrations were recorded with")
+    max_steps: int | None = Field(None, ge=1, description="steps before an episode is cut short (default: the "
+                                                          "environment's own time limit)")
+    inputs: dict[str, list[int] | str] | None = Field(
+        None, description="which observation components feed each input, by input name: a list of positions or "
+                          "a slice '0:4' (default: the whole observation to the input named 'observation')")
+    action: str | None = Field(None, min_length=1, description="the output that gives the action (default: the "
+                                                               "first output)")
+
+
 class Config(BaseModel):
     """A whole model: inputs -> hidden layers -> outputs, how to train it and how to split the data."""
 
@@ -180,6 +200,8 @@ class Config(BaseModel):
     tune: dict[str, Any] | None = Field(None, description="for lamina tune: dotted config paths and the values to "
                                                           "try (a list, or {low, high, log, step}), and `search:` "
                                                           "options; lamina train ignores it (see lamina/tune.py)")
+    simulation: Simulation | None = Field(None, description="for lamina rollout: the environment a policy model acts "
+                                                            "in; lamina train ignores it (see lamina/simulation/)")
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Config":
@@ -218,8 +240,9 @@ class Config(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config: every key with its value, defaults included (what a model was trained with)."""
-        # without a tune section, saved configs (and fingerprints) stay as they were before it existed
-        return self.model_dump(mode="json", exclude={"tune"} if self.tune is None else None)
+        # without a tune or simulation section, saved configs (and fingerprints) stay as before they existed
+        absent = {key for key, value in (("tune", self.tune), ("simulation", self.simulation)) if value is None}
+        return self.model_dump(mode="json", exclude=absent or None)
 
     def readable(self) -> dict[str, Any]:
         """The config as a person reads it (a saved config.yaml, init-config): the keys that were set, and

@@ -26,7 +26,11 @@ class Block(nn.Module):
         self.residual = hidden.residual and input_size == hidden.size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, D) -> (B, H)
-        return x + self.layer(x) if self.residual else self.layer(x)
+        if self.training:
+            return x + self.layer(x) if self.residual else self.layer(x)
+        linear, norm, activation, _ = self.layer  # dropout is the identity here: two module calls fewer a row
+        y = activation(norm(linear(x)))
+        return x + y if self.residual else y
 
 
 class Network(nn.Module):
@@ -54,25 +58,37 @@ class Network(nn.Module):
                       maps={name: shape for name, shape in zip(self.input_names, self.maps) if shape is not None})
         self.heads = nn.ModuleList(feature.head(trunk) for feature in outputs)
         self.needs_memory = any(feature.generates for feature in outputs)
-        self.runs, blocks = self._runs([feature.block() for feature in inputs])
-        self.blocks = nn.ModuleList(blocks)  # only non-persistent constants: the saved keys stay per encoder
+        self.kinds = [feature.block() for feature in inputs]
+        self.group_encoders(True)
 
-    def _runs(self, kinds: list) -> tuple[list[tuple[int, int, int | None]], list[nn.Module]]:
-        """(first, end, block) per run of encoders: a run of 2+ consecutive inputs whose features give the
-        same `block()` class (e.g. plain numbers) is computed by one block module; others run alone."""
-        runs, blocks, start = [], [], 0
-        while start < len(self.encoders):
-            kind = kinds[start]
-            end = start + 1
-            while kind is not None and end < len(self.encoders) and kinds[end] is kind:
-                end += 1
-            if end - start > 1:
-                blocks.append(kind(list(self.encoders[start:end])))
-                runs.append((start, end, len(blocks) - 1))
-            else:
-                runs.append((start, end, None))
-            start = end
-        return runs, blocks
+    def group_encoders(self, enabled: bool = True) -> "Network":
+        """Compute the inputs whose features give the same `block()` class together, one block module per
+        class wherever they stand in the config (the default), or every encoder alone (`enabled` False: the
+        reference a block is checked against). The blocks hold only non-persistent constants and read their
+        members' weights at each call, so the saved keys stay per encoder and either way loads any model."""
+        alone = [kind is None or not enabled or self.maps[position] is not None
+                 or (self.needs_memory and self.gives_memory[position]) for position, kind in enumerate(self.kinds)]
+        members: dict = {}
+        for position, kind in enumerate(self.kinds):
+            members.setdefault(position if alone[position] else kind, []).append(position)
+        runs, blocks = [], []
+        for positions in members.values():  # in the order of each group's first input
+            if len(positions) > 1:
+                blocks.append(self.kinds[positions[0]]([self.encoders[position] for position in positions]))
+            runs.append((tuple(positions), len(blocks) - 1 if len(positions) > 1 else None))
+        self.runs = runs  # (input positions, block index or None), each group at its first input's place
+        device = next(self.encoders.parameters(), next(self.encoders.buffers(), torch.empty(0))).device
+        self.blocks = nn.ModuleList(blocks).to(device)
+        # the vectors come out grouped; `order` puts their columns back in the inputs' order, so that the
+        # hidden layers read the concatenation they were built for (and trained on, before any grouping)
+        starts = [0]
+        for encoder in self.encoders:
+            starts.append(starts[-1] + encoder.output_size)
+        produced = [column for positions, _ in runs for position in positions
+                    for column in range(starts[position], starts[position + 1])]
+        order = None if produced == sorted(produced) else torch.argsort(torch.tensor(produced, device=device))
+        self.register_buffer("order", order, persistent=False)
+        return self
 
     def forward(self, inputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor] | None = None
                 ) -> dict[str, torch.Tensor]:
@@ -86,20 +102,24 @@ class Network(nn.Module):
         """The last hidden layer (B, H), the token memory of memory-giving inputs when a head needs it, and
         the feature maps (B, C, h, w) by input name when a head reads them."""
         vectors, memory, maps = [], [], {}
-        for start, end, block in self.runs:
+        for positions, block in self.runs:
             if block is not None:
-                vectors.append(self.blocks[block]([inputs[name] for name in self.input_names[start:end]]))
+                vectors.append(self.blocks[block]([inputs[self.input_names[position]] for position in positions]))
                 continue
+            start = positions[0]
             name, encoder = self.input_names[start], self.encoders[start]
             if self.needs_memory and self.gives_memory[start]:
                 vector, states, padding = encoder.encode(inputs[name])  # (B, D), (B, T, S), (B, T)
                 memory.append((states, padding))
             elif self.maps[start] is not None:
-                vector, maps[name] = encoder.encode_map(inputs[name])  # (B, D), (B, C, h, w)
+                vector, maps[name] = encoder.encode_map(inputs[name])  # (B, D), base.FeatureMaps
             else:
                 vector = encoder(inputs[name])  # (B, D)
             vectors.append(vector)
-        return self.trunk(torch.cat(vectors, dim=1)), memory, maps  # (B, H)
+        joined = torch.cat(vectors, dim=1)  # (B, D), grouped
+        if self.order is not None:
+            joined = joined.index_select(1, self.order)  # (B, D) in the inputs' order
+        return self.trunk(joined), memory, maps  # (B, H)
 
 
 def _spatial_map(feature, encoder: nn.Module):

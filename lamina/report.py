@@ -51,7 +51,9 @@ def _stats_summary(stats: dict) -> str:
             parts.append(f"{len(stats[key])} {key}")
     for key in ("shift", "scale", "fill", "threshold", "temperature"):  # the last two: chosen on validation rows
         if key in stats:
-            parts.append(f"{key} {float(stats[key]):.4g}")
+            value = stats[key]  # one number, or one per component (a vector's)
+            parts.append(f"{key} {float(value):.4g}" if not isinstance(value, list) else
+                         f"{key} per component ({len(value)})")
     if "vocabulary_size" in stats:
         parts.append(f"{stats['vocabulary_size']} tokens")
     if "ids" in stats:  # an id input
@@ -133,6 +135,23 @@ def tuning_section(model) -> str:
             f"{html.escape(result['metric'])}; the best, trial {best['trial']} ({best['value']:.4f}), is this model's "
             f"config, trained again on the same split.</p>"
             + _table(rows, ["trial", "state", result["metric"], "values tried", "epochs", "seconds"]))
+
+
+def rollout_section(model) -> str:
+    """The model acting as a policy in its simulator (`lamina rollout`), beside the reference policies."""
+    result = getattr(model, "rollout_", None)  # absent on a model object from before rollouts existed
+    if not result:
+        return ""
+    from lamina.simulation.rollout import table
+
+    rounds = "".join(f"<li>DAgger round {row['round']}: {row['rows']:,} rows, return {row['return_mean']:.2f} ± "
+                     f"{row['return_std']:.2f}</li>" for row in result.get("dagger", []))
+    clipped = f"; {result['clipped_actions']} of the model's {result['actions']} actions clipped to the action " \
+              f"space" if result["clipped_actions"] else ""
+    return (f"<h2>Rollouts in {html.escape(result['environment'])}</h2><p>{result['episodes']} unseen episodes (seeds "
+            f"{result['seeds'][0]} to {result['seeds'][1]}), each policy on the same seeds; success: "
+            f"{html.escape(result['success_means'])}{clipped}.</p><pre>{html.escape(table(result))}</pre>"
+            + (f"<ul>{rounds}</ul>" if rounds else ""))
 
 
 def _bars(scores: dict[str, float], title: str, error: dict[str, float] | None = None) -> str:
@@ -230,7 +249,7 @@ def build(model, data: Any = None) -> str:
     """The report as one HTML string. With `data` (the data the model was trained on), also global
     importance and explained test rows."""
     sections = [data_section(model), curves_section(model), metrics_section(model), plots_section(model),
-                comparison_section(model), tuning_section(model)]
+                comparison_section(model), tuning_section(model), rollout_section(model)]
     if data is not None:
         importance, explanation, reason = understanding(model, data)
         if importance:

@@ -9,7 +9,7 @@ import torch
 import lamina
 from lamina import features
 from lamina.config import INPUT_MODELS, OUTPUT_MODELS
-from lamina.features.base import HeadContext, SpatialMap, Trunk
+from lamina.features.base import FeatureMaps, HeadContext, SpatialMap, Trunk
 
 ROWS = 64
 
@@ -130,7 +130,7 @@ def make_head(feature, width: int):
 def run_head(feature, head, hidden, target=None):
     """Every head is called the same way: head(hidden, HeadContext)."""
     inputs = {"x": torch.tensor(NUMBERS.to_numpy()[:len(hidden)], dtype=torch.float32)}
-    maps = {"image": torch.randn(len(hidden), 4, 4, 4)} if feature.reads_maps() else {}
+    maps = {"image": FeatureMaps([torch.randn(len(hidden), 4, 4, 4)])} if feature.reads_maps() else {}
     return head(hidden, HeadContext(inputs=inputs, target=target, maps=maps))
 
 

@@ -16,6 +16,8 @@ from PIL import Image
 import lamina
 from lamina.errors import ConfigError, DataError
 from lamina.features import boxes_head
+from lamina.features.base import FeatureMaps
+from lamina.features.image_encoders import Encoder
 from lamina.features.boxes_coco import is_coco, read_coco
 
 COLOURS = {"red": (230, 40, 40), "blue": (40, 60, 230)}
@@ -39,7 +41,7 @@ def squares(rows: int, size: int = 64, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame({"image": pd.Series(images, dtype=object), "boxes": pd.Series(cells, dtype=object)})
 
 
-CONFIG = {"inputs": [{"name": "image", "type": "image", "size": 48, "width": 16}],
+CONFIG = {"inputs": [{"name": "image", "type": "image", "size": 48, "width": 16, "augment": {"flip": True}}],
           "outputs": [{"name": "boxes", "type": "boxes", "width": 32}],
           "hidden": {"layers": 0},
           "training": {"epochs": 8, "batch_size": 32, "learning_rate": 0.003, "seed": 0}}
@@ -94,7 +96,7 @@ def test_boxes_are_an_output_only_and_need_their_image_input_without_geometric_a
     with pytest.raises(ConfigError, match="image input 'photo'"):
         lamina.Model(no_image).fit(frame.assign(photo=frame["image"]).drop(columns="image")
                                    .assign(image=frame["image"]), quiet=True)
-    moved = {**CONFIG, "inputs": [{**CONFIG["inputs"][0], "augment": {"crop": 4}}]}
+    moved = {**CONFIG, "inputs": [{**CONFIG["inputs"][0], "augment": {"crop": 4, "flip": True}}]}
     with pytest.raises(ConfigError, match="augment.*away from their boxes"):
         lamina.Model(moved).fit(frame, quiet=True)
     odd = {**CONFIG, "inputs": [{**CONFIG["inputs"][0], "size": 50}]}
@@ -174,6 +176,55 @@ def test_targets_decode_back_to_the_boxes_within_a_pixel_at_stride_4():
         for box in truth:
             match = best[np.argmin(np.abs(best[:, :4] - box[:4]).sum(axis=1))]
             assert np.abs(match[:4] - box[:4]).max() * size < 1.0 and match[5] == box[4]
+
+
+def ideal_output(boxes: np.ndarray, classes: int, grid: int) -> torch.Tensor:
+    """The head output (B, K + 4, grid, grid) a perfect model gives for boxes (B, M, 5) as fractions."""
+    targets = boxes_head.encode(torch.tensor(boxes, dtype=torch.float32), classes, (grid, grid))
+    output = torch.zeros(len(boxes), classes + 4, grid, grid)
+    output[:, :classes] = torch.logit(targets["heat"].clamp(1e-4, 1 - 1e-4))
+    regression = torch.cat([targets["size"], targets["offset"]], dim=2)  # (B, M, 4)
+    for image in range(len(boxes)):
+        for slot in np.flatnonzero(targets["mask"][image].numpy()):
+            cell = int(targets["index"][image, slot])
+            output[image, classes:, cell // grid, cell % grid] = regression[image, slot]
+    return output
+
+
+def test_findings_on_mirrored_images_are_mirrored_back_exactly():
+    """Flip augmentation with boxes: the head's output for a mirrored image, mirrored back, is the
+    output for the image itself (heat maps, sizes, and x offsets within a cell as 1 - offset)."""
+    rng = np.random.default_rng(4)
+    corners = rng.uniform(0.05, 0.6, (3, 2, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(0.03, 0.3, (3, 2, 2)), rng.integers(0, 3, (3, 2, 1))],
+                           axis=2)
+    mirror = boxes.copy()
+    mirror[..., 0], mirror[..., 2] = 1 - boxes[..., 2], 1 - boxes[..., 0]
+    output, mirrored_output = ideal_output(boxes, 3, 24), ideal_output(mirror, 3, 24)
+    flipped = torch.tensor([True, False, True])
+    back = boxes_head.unmirror(torch.where(flipped[:, None, None, None], mirrored_output, output), flipped)
+    torch.testing.assert_close(back[:, :3], output[:, :3], atol=0, rtol=0)  # the heat maps: only flipped
+    for found, truth in zip(boxes_head.detect(back, 4).numpy(), boxes_head.detect(output, 4).numpy()):
+        found, truth = (np.array(sorted(rows[rows[:, 4] > 0.99].tolist())) for rows in (found, truth))  # the peaks
+        assert len(truth) == 2 and np.abs(found - truth).max() < 1e-5  # offsets: 1 - (1 - x) in float32
+
+
+def test_the_head_adds_the_encoders_finer_maps_on_its_way_to_the_output_stride():
+    levels = ((8, 1), (16, 2), (32, 4))  # a three-stage CNN with the full-resolution stem
+    head = boxes_head.Head(levels, hidden_size=5, classes=2, width=12, stride=2)
+    assert head.stride == 2 and set(head.lateral) == {"0"} and head.lateral["0"].in_channels == 16
+    maps = FeatureMaps([torch.randn(3, 8, 32, 32), torch.randn(3, 16, 16, 16), torch.randn(3, 32, 8, 8)])
+    assert head(torch.randn(3, 5), maps).shape == (3, 6, 16, 16)
+    coarse = boxes_head.Head(levels[-1:], hidden_size=5, classes=2, width=12, stride=2)  # no finer map given
+    assert not coarse.lateral and coarse(torch.randn(3, 5), FeatureMaps(maps.levels[-1:])).shape == (3, 6, 16, 16)
+    encoder = Encoder(lamina.config.INPUT_MODELS["image"](name="i", type="image", size=32, width=8, stem="full",
+                                                          augment={"flip": True}), {"mean": [0.0] * 3, "std": [1.0] * 3})
+    assert [tuple(level) for level in encoder.backbone.levels] == list(levels)
+    encoder.train()
+    _, given = encoder.encode_map(torch.rand(6, 3, 32, 32) * 255)
+    assert given.mirrored is not None and given.mirrored.shape == (6,) and [m.shape[-1] for m in given.levels] == [32, 16, 8]
+    encoder.eval()
+    assert encoder.encode_map(torch.rand(6, 3, 32, 32))[1].mirrored is None
 
 
 def test_focal_loss_is_small_for_the_right_heat_map_and_large_for_a_blank_one():

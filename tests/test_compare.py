@@ -30,7 +30,7 @@ KEYS = {"lamina_version", "output", "type", "metric", "direction", "rows", "skip
 SIDE_KEYS = {"test", "training_seconds", "latency_seconds", "size_bytes"}
 CLASSIFIER_METRICS = {"accuracy", "balanced_accuracy", "f1_macro", "log_loss", "roc_auc", "pr_auc", "brier_score",
                       "expected_calibration_error"}
-BINARY_METRICS = CLASSIFIER_METRICS | {"precision", "recall", "recall_at_precision_90", "true_positives",
+BINARY_METRICS = CLASSIFIER_METRICS | {"f1", "precision", "recall", "recall_at_precision_90", "true_positives",
                                        "false_positives", "false_negatives", "true_negatives"}
 
 

@@ -167,7 +167,7 @@ def test_runs_of_plain_numbers_computed_as_one_block_match_the_encoders():
               "outputs": [{"name": "y", "type": "binary"}], "training": {"epochs": 1}}
     model = lamina.Model(config).fit(frame, quiet=True)
     network = model.network_.eval()
-    assert network.runs[0] == (0, 4, 0), "the four plain numbers form one block"
+    assert network.runs[0] == ((0, 1, 2, 3), 0), "the four plain numbers form one block"
     assert not any(key.startswith("blocks.") for key in network.state_dict())
     unseen = frame.copy()
     unseen.loc[[3, 7], "x1"] = np.nan  # missing at prediction time: filled with the training mean

@@ -180,3 +180,101 @@ def test_more_rows_than_the_fast_path_takes_go_through_a_dataframe(monkeypatch):
     for got, want in zip(fast, through_frame_rows):
         for key, value in want.items():
             assert got[key] == (pytest.approx(value, rel=1e-12) if isinstance(value, float) else value)
+
+
+def mixed_model(tmp_path=None):
+    """Numbers of every encoding (log, missing values, different bin counts), categories and a binary,
+    interleaved as in adult, so that the number and category blocks take members that are not adjacent."""
+    rng = np.random.default_rng(0)
+    rows = 240
+    frame = pd.DataFrame({"age": rng.normal(40, 10, rows), "kind": rng.choice(["a", "b", "c"], rows),
+                          "income": rng.lognormal(10, 1, rows), "colour": rng.choice(["red", "blue"], rows),
+                          "hours": rng.normal(40, 5, rows), "flag": rng.choice(["yes", "no"], rows),
+                          "few": rng.integers(0, 3, rows).astype(float), "level": rng.normal(0, 1, rows),
+                          "weight": rng.normal(70, 9, rows), "gain": rng.lognormal(5, 2, rows)})
+    frame.loc[::17, "hours"] = np.nan  # a missing flag on one periodic number
+    frame.loc[::13, "weight"] = np.nan  # and on one binned number
+    frame["y"] = np.where(frame["age"] + rng.normal(0, 5, rows) > 40, "high", "low")
+    periodic = {"encoding": "periodic", "frequencies": 8, "sigma": 1.0, "embedding_size": 6}
+    config = {"inputs": [{"name": "age", "type": "number", **periodic},
+                         {"name": "kind", "type": "category"},
+                         {"name": "income", "type": "number", "normalize": "log", **periodic},
+                         {"name": "colour", "type": "category"},
+                         {"name": "hours", "type": "number", **periodic},
+                         {"name": "flag", "type": "binary"},
+                         {"name": "few", "type": "number", "bins": 8},  # fewer edges than bins: its own shape
+                         {"name": "level", "type": "number", "bins": 8},
+                         {"name": "weight", "type": "number", "bins": 8},
+                         {"name": "gain", "type": "number", "encoding": "plain", "normalize": "log"}],
+              "outputs": [{"name": "y", "type": "binary"}], "hidden": {"layers": 2, "size": 16},
+              "training": {"epochs": 2, "batch_size": 64}}
+    model = lamina.Model(config).fit(frame, output_dir=tmp_path, quiet=True)
+    return model, frame
+
+
+def grouped_and_alone(network, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits with same-kind encoders computed together, and with every encoder alone."""
+    with torch.inference_mode():
+        grouped = network.group_encoders(True)(inputs)["y"]
+        alone = network.group_encoders(False)(inputs)["y"]
+    network.group_encoders(True)
+    return grouped, alone
+
+
+def test_grouped_encoders_give_the_outputs_of_the_encoders_alone():
+    from lamina.data import tensors
+    from lamina.features import number
+
+    model, frame = mixed_model()
+    network = model.network_.eval()
+    kinds = {positions: block for positions, block in network.runs}
+    assert kinds[(0, 2, 4, 6, 7, 8, 9)] is not None, "the numbers, apart in the config, form one block"
+    assert kinds[(1, 3)] is not None and kinds[(5,)] is None, "the categories too; a lone binary runs alone"
+    assert network.order is not None  # grouped columns go back to the inputs' order
+    assert not any(key.startswith("blocks.") for key in network.state_dict())
+    unseen = frame.head(64).copy()
+    unseen.loc[[1, 5], ["age", "income", "level", "gain"]] = np.nan  # gaps at prediction time: the fills
+    inputs = tensors(unseen, model.inputs_)["inputs"]
+    grouped, alone = grouped_and_alone(network, inputs)
+    # the same float32 operations on the same values, batched: only the order of the sums in a batched
+    # matrix product and vectorised sin/cos/log1p of another length may round differently, by a few ulps
+    torch.testing.assert_close(grouped, alone, rtol=1e-5, atol=1e-5)
+    one_row = {name: values[:1] for name, values in inputs.items()}
+    torch.testing.assert_close(*grouped_and_alone(network, one_row), rtol=1e-5, atol=1e-5)
+    many = tensors(pd.concat([unseen] * 5, ignore_index=True), model.inputs_)["inputs"]
+    assert len(many["age"]) > number.GROUPED_ROWS  # above it, wide encodings run member by member
+    torch.testing.assert_close(*grouped_and_alone(network, many), rtol=1e-5, atol=1e-5)
+    # gradients reach the members' weights through a block: the same as through the encoders (eval mode:
+    # no dropout draws)
+    gradients = []
+    for enabled in (True, False):
+        network.zero_grad()
+        network.group_encoders(enabled)(inputs)["y"].sum().backward()
+        gradients.append(torch.cat([parameter.grad.flatten() for parameter in network.encoders.parameters()]))
+    network.group_encoders(True)
+    torch.testing.assert_close(gradients[0], gradients[1], rtol=1e-4, atol=1e-5)
+
+
+def test_weights_saved_by_encoders_alone_load_into_the_grouped_network(tmp_path):
+    """The saved weights keep one key per encoder (blocks hold no saved state): a model saved from a network
+    computing every encoder alone, as models were saved before encoders were grouped, loads into the
+    grouped network and predicts the same."""
+    from safetensors.torch import load_file
+
+    model, frame = mixed_model()
+    network = model.network_.eval()
+    grouped_keys = set(network.state_dict())
+    network.group_encoders(False)
+    assert set(network.state_dict()) == grouped_keys
+    inputs = frame.drop(columns="y").head(20)
+    rows = [dict(zip(inputs.columns, plain(values))) for values in inputs.itertuples(index=False)]
+    before = model.predict(pd.DataFrame(rows))
+    folder = model.save(tmp_path / "alone")
+    saved = load_file(str(folder / "weights.safetensors"))
+    assert set(saved) == grouped_keys and all(key.split(".")[0] in ("encoders", "trunk", "heads") for key in saved)
+    loaded = lamina.load(folder)
+    assert any(block is not None for _, block in loaded.network_.runs)  # grouped once loaded
+    after = loaded.predict(pd.DataFrame(rows))
+    assert (after["y"] == before["y"]).all()
+    np.testing.assert_allclose(after["y_probability"], before["y_probability"], rtol=1e-5, atol=1e-6)
+    pd.testing.assert_frame_equal(loaded.predict(rows), after, check_exact=True)  # the fast path, the same network

@@ -163,7 +163,8 @@ def test_labels_text_sets_and_numbers(rng):
     words = ["soft", "fits", "nice", "too", "small", "love", "it", "runs", "large", "fabric"]
     reviews = [" ".join(rng.choice(words, int(rng.integers(4, 15)))) for _ in range(ROWS)]
     choice = chosen(reviews, "review")
-    assert choice.type == "text" and 16 <= choice.options["max_length"] <= 512
+    assert choice.type == "text" and choice.options == {"encoder": "tfidf"}, "an input: TF-IDF n-grams"
+    assert 16 <= chosen(reviews, "review", target=True).options["max_length"] <= 512, "a generated text's length"
     tags = [";".join(rng.choice(["red", "blue", "green", "dark"], int(rng.integers(1, 3)), replace=False))
             for _ in range(ROWS)]
     assert chosen(tags).options == {"delimiter": ";"}

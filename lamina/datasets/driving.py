@@ -8,14 +8,13 @@ import contextlib
 import math
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from lamina.datasets.tabular import CACHE
+from lamina.datasets.tabular import CACHE, save_arrays
 from lamina.errors import DataError
 
 CLASSES = ("car", "pedestrian", "robot", "duck", "obstacle")
@@ -387,16 +386,7 @@ def _save(path: Path, table: pd.DataFrame) -> None:
               "box_row": np.array([row for row, _ in boxes], dtype=np.int64),
               "box": np.array([box[:4] for _, box in boxes], dtype=np.float32).reshape(-1, 4),
               "box_label": np.array([CLASSES.index(box[4]) for _, box in boxes], dtype=np.int64)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez_compressed(stream, **arrays)
-        os.chmod(partial, 0o644)  # mkstemp makes it private; a cache is readable like any download
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.unlink(partial)
+    save_arrays(path, arrays)
 
 
 def _read(path: Path, count: int, size: int) -> pd.DataFrame:

@@ -1,6 +1,7 @@
 """Loaders for the sequence example data sets: fsdd_mfcc (spoken digits as MFCC frames, split by
-speaker) and basic_motions (smart-watch accelerometer and gyroscope, four activities). Both read
-files that PyPI packages ship, without importing those packages."""
+speaker), basic_motions (smart-watch accelerometer and gyroscope, four activities) and
+japanese_vowels (speakers from short cepstrum sequences, as text). All read files that PyPI
+packages ship, without importing those packages."""
 from __future__ import annotations
 
 import importlib.util
@@ -118,4 +119,35 @@ def basic_motions() -> pd.DataFrame:
     for activity in sorted(frame["activity"].unique()):
         rows = frame.index[(frame["split"] == "train") & (frame["activity"] == activity)]
         frame.loc[rng.choice(rows, 2, replace=False), "split"] = "validation"
+    return frame
+
+
+def japanese_vowels_folder() -> Path | None:
+    return package_file("aeon", "datasets", "data", "JapaneseVowels")
+
+
+def as_channel_text(array: np.ndarray) -> str:
+    """A (T, C) array as the documented timeseries string with `layout: channels`: one part per
+    channel, parts split by ';', values by ',' ('1,2,3;4,5,6' is 2 channels of 3 steps)."""
+    return ";".join(",".join(repr(float(value)) for value in channel) for channel in array.T)  # exact: shortest round trip
+
+
+def japanese_vowels() -> pd.DataFrame:
+    """640 utterances of the vowels /ae/ by 9 Japanese men, each 12 linear-prediction cepstrum
+    coefficients over 7 to 29 frames, written as text in `series` (channels split by ';', frames by
+    ','; read with `layout: channels`); `speaker` '1'..'9'; `split`: the archive's 370 test
+    utterances, and its 270 training ones (30 per speaker) of which a seeded 3 per speaker validate."""
+    folder = japanese_vowels_folder()
+    if folder is None:
+        raise DataError(f"JapaneseVowels is not installed; install it with: {BASIC_MOTIONS_INSTALL}")
+    parts = []
+    for part in ("TRAIN", "TEST"):
+        series, labels = read_ts(folder / f"JapaneseVowels_{part}.ts")
+        parts.append(pd.DataFrame({"series": [as_channel_text(array) for array in series], "speaker": labels,
+                                   "split": part.lower()}))
+    frame = pd.concat(parts, ignore_index=True)
+    rng = np.random.default_rng(0)
+    for speaker in sorted(frame["speaker"].unique()):
+        rows = frame.index[(frame["split"] == "train") & (frame["speaker"] == speaker)]
+        frame.loc[rng.choice(rows, 3, replace=False), "split"] = "validation"
     return frame

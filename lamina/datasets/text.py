@@ -1,5 +1,6 @@
-"""Loaders for the text example data sets: clothing_reviews (text classification), chatbot (question ->
-answer pairs) and bible_en_es (English -> Spanish verse pairs, split by book)."""
+"""Loaders for the text example data sets: clothing_reviews (text classification), jeans_reviews (a small
+sample of them with a rare topic), chatbot (question -> answer pairs) and bible_en_es (English -> Spanish
+verse pairs, split by book)."""
 from __future__ import annotations
 
 import html
@@ -70,6 +71,34 @@ def clothing_reviews() -> pd.DataFrame:
     frame["recommended"] = np.where(frame["recommended"] == 1, "yes", "no").astype(object)
     frame["division_name"] = frame["division_name"].replace("Initmates", "Intimates")  # a typo in the source
     return frame.reset_index(drop=True)
+
+
+# jeans_reviews: a small, seeded sample of clothing_reviews in which 7% of the reviews are of jeans
+JEANS_ROWS = {"train": 1_600, "validation": 400, "test": 1_500}
+JEANS_SHARE, JEANS_SEED = 0.07, 0
+
+
+def jeans_reviews() -> pd.DataFrame:
+    """A small text set with a rare positive class: is a clothing review about jeans? 3,500 reviews drawn
+    with a fixed seed from the 22,641 with text (1,109 of jeans): `review`, `about_jeans` 'yes'/'no' (7% yes
+    in every part) and a stratified `split` of 1,600 train, 400 validation and 1,500 test rows."""
+    reviews = clothing_reviews().dropna(subset=["review"]).reset_index(drop=True)
+    jeans = (reviews["class_name"] == "Jeans").to_numpy()
+    random = np.random.default_rng(JEANS_SEED)
+    pools = {True: random.permutation(np.flatnonzero(jeans)), False: random.permutation(np.flatnonzero(~jeans))}
+    rows, parts, taken = [], [], {True: 0, False: 0}
+    for part, count in JEANS_ROWS.items():
+        positives = round(count * JEANS_SHARE)
+        for label, wanted in ((True, positives), (False, count - positives)):
+            rows.append(pools[label][taken[label]:taken[label] + wanted])
+            taken[label] += wanted
+            parts += [part] * wanted
+    rows = np.concatenate(rows)
+    order = random.permutation(len(rows))  # parts and labels interleaved, as a file would hold them
+    frame = pd.DataFrame({"review": reviews["review"].to_numpy()[rows],
+                          "about_jeans": np.where(jeans[rows], "yes", "no").astype(object),
+                          "split": np.array(parts, dtype=object)})
+    return frame.iloc[order].reset_index(drop=True)
 
 
 def chatbot_folder() -> str | None:

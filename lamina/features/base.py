@@ -21,7 +21,7 @@ Feature (every input)
                [transform of a Series]; prepare() lookup tables built once from stats, read by prepared() [None]
   init-config  sniff(column), a classmethod: a Sniff (confidence, options, reason) when a bounded sample
                of a column (a Column) looks like this type's data [None: never inferred]
-  network      encoder() [required]: (B, ...) -> (B, output_size); block() a module computing a run of
+  network      encoder() [required]: (B, ...) -> (B, output_size); block() a module computing a group of
                such encoders at once [None]; gives_memory() token states for a decoder [False];
                gives_map(encoder) a spatial feature map for a locating head [None];
                reconstruction() how an anomaly score rebuilds it [None: not rebuilt]
@@ -82,6 +82,16 @@ class SpatialMap:
     channels: int  # C of its (B, C, h, w) map
     stride: int  # input pixels per map cell along each side (h = ceil(H / stride))
     size: tuple[int, int]  # (H, W) of the picture the map covers, as the network sees it
+    levels: tuple[tuple[int, int], ...] = ()  # (channels, stride) of every map given, finest first (the last: above)
+
+
+@dataclass
+class FeatureMaps:
+    """What an encoder's encode_map gives a head that locates things: its maps, finest first (the last
+    as SpatialMap describes it), and which rows it mirrored left-right while training (None: none), whose
+    findings the head mirrors back before they meet the targets."""
+    levels: list  # (B, channels, H / stride, W / stride) per SpatialMap.levels
+    mirrored: torch.Tensor | None = None  # (B,) bool
 
 
 @dataclass
@@ -90,7 +100,7 @@ class HeadContext:
     inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # input tensors by name
     memory: list = field(default_factory=list)  # (states (B, T, S), padding (B, T)) per memory-giving input
     target: torch.Tensor | None = None  # this head's target while training (teacher forcing, negatives)
-    maps: dict = field(default_factory=dict)  # input name -> feature map (B, C, h, w), when a head reads_maps()
+    maps: dict = field(default_factory=dict)  # input name -> FeatureMaps, when a head reads_maps()
 
 
 @dataclass
@@ -204,8 +214,10 @@ class Feature:
         raise NotImplementedError(f"{type(self).__module__}.Feature must define encoder")
 
     def block(self) -> type | None:
-        """A module class built from a list of consecutive encoders of the same block class, computing
-        them together: (list of K tensors) -> (B, sum of widths). None: the encoder runs alone."""
+        """A module class built from the list of encoders whose features give the same block class (in input
+        order, wherever they stand among the inputs), computing them together: (list of K tensors) -> (B, sum
+        of widths, in that order). It holds no saved state: weights stay under the encoders' keys and are read
+        from them at every call. None: the encoder runs alone."""
         return None
 
     def gives_memory(self) -> bool:
@@ -215,9 +227,9 @@ class Feature:
 
     def gives_map(self, encoder: nn.Module) -> SpatialMap | None:
         """The spatial feature map its built `encoder` gives a head that locates things (a boxes output), or
-        None. Then the encoder has `encode_map(x) -> (vector (B, D), map (B, channels, h, w))`, the vector being
-        what forward gives. Raise Unsupported where the map would not match the picture as configured (an
-        image's geometric augmentation moves objects away from their boxes). Default: None."""
+        None. Then the encoder has `encode_map(x) -> (vector (B, D), FeatureMaps)`, the vector being what forward
+        gives. Raise Unsupported where the map would not match the picture as configured (an image's shifts and
+        rotations move objects away from their boxes; flips are undone by the head). Default: None."""
         return None
 
     # ---- serving ----

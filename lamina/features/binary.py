@@ -20,6 +20,7 @@ from lamina import calibration
 from lamina.errors import DataError
 from lamina.features import attribution, base, classic, plots
 from lamina.features.request import RequestField, Widget, as_text
+from lamina.features.thresholds import choose_threshold, recall_at_precision  # noqa: F401 - also binary.X
 from lamina.features.common import (SAME_AS_TRAINING, Apply, LinearHead, as_strings, class_weights, describe_cell,
                                     missing_mask, plain_texts, raise_if_missing, tensor_entry)
 
@@ -28,6 +29,7 @@ CAN_BE_INPUT = True
 READ_AS = "string"  # a file's column is read as text, as the two values were seen in training
 TRUTHY = {"1", "true", "yes", "y", "t", "positive", "pos"}
 THRESHOLD_RULES = ("threshold", "minimum_precision", "minimum_recall", "costs")
+RARE = 0.2  # a target value in fewer of the rows than this is a rare class: init-config tunes the threshold
 
 
 class Costs(BaseModel):
@@ -93,6 +95,13 @@ class Options(BaseModel):
         return self
 
 
+def positive_of(values: list[str]) -> str:
+    """The value taken as 'true' when `positive` is not given: yes/true/1 ..., else the later in sorted order."""
+    values = sorted(values)
+    truthy = [value for value in values if value.lower() in TRUTHY]
+    return truthy[0] if truthy else values[-1] if values else "1"
+
+
 def _logit_error(piece: torch.Tensor, value: torch.Tensor, fill: float) -> torch.Tensor:  # (B, 1), (B,) -> (B,)
     goal = torch.where(torch.isnan(value), torch.full_like(value, fill), value)
     return nn.functional.binary_cross_entropy_with_logits(piece.squeeze(1), goal, reduction="none")
@@ -121,10 +130,18 @@ class Feature(base.OutputFeature):
 
     @classmethod
     def sniff(cls, column: base.Column) -> base.Sniff | None:
-        """Exactly two distinct values (yes/no, 0/1, two words): 0.95."""
+        """Exactly two distinct values (yes/no, 0/1, two words): 0.95. A target value in fewer than RARE
+        of the rows is the rare class: the positive one, with the threshold tuned on validation F1."""
         if column.distinct != 2 or not column.values.map(lambda value: np.ndim(value) == 0).all():
             return None
-        return base.Sniff(0.95, "two values: " + ", ".join(sorted(column.strings.unique())[:2]))
+        shares = column.strings.value_counts(normalize=True)
+        reason = "two values: " + ", ".join(sorted(column.strings.unique())[:2])
+        if not column.is_target or shares.iloc[-1] >= RARE:
+            return base.Sniff(0.95, reason)
+        rare = str(shares.index[-1])
+        options = {"threshold": "f1"} | ({} if positive_of(list(shares.index)) == rare else {"positive": rare})
+        return base.Sniff(0.95, f"{reason}; '{rare}' is rare ({shares.iloc[-1]:.0%} of the rows): the threshold is "
+                                f"tuned on validation F1", options)
 
     def fit(self, column: pd.Series) -> None:
         name = self.config.name
@@ -141,8 +158,7 @@ class Feature(base.OutputFeature):
             raise DataError(f"positive value '{positive}' of '{name}' never occurs in the training split; "
                             f"values are {values}")
         if positive is None:
-            truthy = [value for value in values if value.lower() in TRUTHY]
-            positive = truthy[0] if truthy else values[-1] if values else "1"
+            positive = positive_of(values)
         negatives = [value for value in values if value != positive]
         negative = negatives[0] if negatives else "not " + positive
         counts = [int(frequency.get(label, 0)) for label in (negative, positive)]
@@ -308,6 +324,7 @@ class Feature(base.OutputFeature):
             "accuracy": skm.accuracy_score(truth, predicted),
             "balanced_accuracy": skm.balanced_accuracy_score(truth, predicted),
             "f1_macro": skm.f1_score(truth, predicted, average="macro", zero_division=0),
+            "f1": skm.f1_score(truth, predicted, zero_division=0),  # of the positive class, at the threshold
             "log_loss": skm.log_loss(truth, probability, labels=[0, 1]),
             "precision": skm.precision_score(truth, predicted, zero_division=0),
             "recall": skm.recall_score(truth, predicted, zero_division=0),
@@ -437,49 +454,3 @@ def report_plots(data: dict) -> list[str]:
         drawn.append(plots.png(figure))
     return drawn
 
-
-def recall_at_precision(truth: np.ndarray, probability: np.ndarray, precision_wanted: float) -> float:
-    """The most recall of any threshold whose precision reaches `precision_wanted` (from the
-    precision-recall curve; 0 when none does)."""
-    from sklearn import metrics as skm
-
-    precision, recall, _ = skm.precision_recall_curve(truth, probability)
-    return float(recall[precision >= precision_wanted].max())  # the curve ends at (precision 1, recall 0)
-
-
-def choose_threshold(truth: np.ndarray, probability: np.ndarray, options: Options) -> float:
-    """The decision threshold on validation rows (truth 0/1, probability of positive) by the
-    config's rule: costs, minimum_precision, minimum_recall or (threshold: f1) the best F1."""
-    from sklearn import metrics as skm
-
-    if options.costs is not None:
-        return cheapest_threshold(truth, probability, options.costs)
-    precision, recall, thresholds = skm.precision_recall_curve(truth, probability)
-    precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
-    if options.minimum_precision is not None:
-        reaching = np.flatnonzero(precision >= options.minimum_precision)
-        if not len(reaching):
-            warnings.warn(f"output '{options.name}': no threshold reaches precision {options.minimum_precision} "
-                          f"on the validation rows (best {precision.max():.3f}); using the highest", stacklevel=3)
-            return float(thresholds[-1])
-        return float(thresholds[reaching[0]])
-    if options.minimum_recall is not None:
-        # recall falls as the threshold rises and is 1 at the lowest, so some threshold reaches it
-        return float(thresholds[np.flatnonzero(recall >= options.minimum_recall)[-1]])
-    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    return float(thresholds[int(np.argmax(f1))])
-
-
-def cheapest_threshold(truth: np.ndarray, probability: np.ndarray, costs: Costs) -> float:
-    """The threshold with the least false_positive * FP + false_negative * FN on these rows; among
-    equal costs the highest threshold (fewest alarms). Flagging no row at all is a candidate too."""
-    order = np.argsort(-probability, kind="stable")
-    ranked, hits = probability[order], truth[order]
-    flagged = np.arange(len(ranked) + 1)  # flag the k most probable rows, k = 0..n
-    true_positives = np.concatenate([[0], np.cumsum(hits)])
-    cost = costs.false_positive * (flagged - true_positives) + costs.false_negative * (hits.sum() - true_positives)
-    # a threshold flags every row at or above it, so only cut between two different probabilities
-    possible = np.ones(len(flagged), dtype=bool)
-    possible[1:-1] = ranked[1:] != ranked[:-1]
-    best = int(np.flatnonzero(possible)[np.argmin(cost[possible])])
-    return float(ranked[best - 1]) if best else float(np.nextafter(ranked[0], np.inf))

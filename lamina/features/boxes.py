@@ -11,7 +11,7 @@ import io
 import json
 import math
 import os
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,9 @@ class Options(BaseModel):
     root: str | None = Field(None, description="folder that relative image paths are read from, as the image "
                                                "input's root (the boxes need each image's size as read)")
     width: int = Field(64, ge=4, le=1024, description="channels of the head's layers")
+    stride: Literal[1, 2, 4, 8] = Field(4, description="input pixels per cell of the heat map (CenterNet: 4); 2 "
+                                                     "finds objects under 8 pixels wide better, at 4 times the "
+                                                     "head's cost")
     threshold: float = Field(0.3, ge=0.0, le=1.0, description="predictions keep boxes scoring at least this")
     top_k: int = Field(100, ge=1, le=1000, description="at most this many boxes per image (the best scores)")
 
@@ -221,8 +224,9 @@ class Feature(base.OutputFeature):
                               f"so its cells would not line up with the pixels; choose a size that is (e.g. "
                               f"[{height // spatial.stride * spatial.stride or spatial.stride}, "
                               f"{width // spatial.stride * spatial.stride or spatial.stride}])")
-        return MapHead(self.config.image, boxes_head.Head(spatial.channels, spatial.stride, trunk.size,
-                                                          len(self.labels), self.config.width))
+        levels = spatial.levels or ((spatial.channels, spatial.stride),)
+        return MapHead(self.config.image, boxes_head.Head(levels, trunk.size, len(self.labels), self.config.width,
+                                                          self.config.stride))
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return boxes_head.loss(output, target)

@@ -26,28 +26,53 @@ def convolution(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class Head(nn.Module):
-    """Feature map (B, C, h, w) -> (B, K + 4, h * u, w * u): K class heat-map logits, then width and
-    height (in heat-map cells) and the centre's sub-cell offset (x, y). u = map stride / OUTPUT_STRIDE:
-    each upsampling step doubles the resolution (bilinear) and mixes it with a 3x3 convolution. The
-    last hidden layer (every input, not only the image) shifts each channel of every cell."""
+    """Feature maps -> (B, K + 4, H / stride, W / stride): K class heat-map logits, then width and height
+    (in heat-map cells) and the centre's sub-cell offset (x, y). `levels`: (channels, stride) of the
+    encoder's maps, finest first. The last map is read first; each upsampling step doubles the
+    resolution (bilinear), adds the encoder's own map of that stride where there is one (a 1x1
+    projection: a feature pyramid's lateral link, which brings back the fine detail small objects need)
+    and mixes with a 3x3 convolution, until the output `stride`. The last hidden layer (every input, not
+    only the image) shifts each channel of every cell."""
 
-    def __init__(self, map_channels: int, map_stride: int, hidden_size: int, classes: int, width: int):
+    def __init__(self, levels: tuple[tuple[int, int], ...], hidden_size: int, classes: int, width: int,
+                 stride: int = OUTPUT_STRIDE):
         super().__init__()
+        map_channels, map_stride = levels[-1]
         self.reduce = nn.Conv2d(map_channels, width, 1)
         self.context = nn.Linear(hidden_size, width)
-        steps = max(0, round(math.log2(max(map_stride, 1) / OUTPUT_STRIDE)))
-        self.upsample = nn.Sequential(*[nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear",
-                                                                  align_corners=False), convolution(width, width))
-                                        for _ in range(steps)])
+        steps = max(0, round(math.log2(max(map_stride, 1) / stride)))
+        self.upsample = nn.ModuleList(convolution(width, width) for _ in range(steps))
+        # the lateral link of step i reads the encoder's map of stride map_stride / 2 ** (i + 1), if it gives one
+        strides = [level_stride for _, level_stride in levels]
+        self.sources = {str(step): strides.index(map_stride // 2 ** (step + 1)) for step in range(steps)
+                        if map_stride // 2 ** (step + 1) in strides[:-1]}
+        self.lateral = nn.ModuleDict({step: nn.Conv2d(levels[source][0], width, 1)
+                                      for step, source in self.sources.items()})
         self.heat = nn.Sequential(convolution(width, width), nn.Conv2d(width, classes, 1))
         self.boxes = nn.Sequential(convolution(width, width), nn.Conv2d(width, 4, 1))
         nn.init.constant_(self.heat[-1].bias, HEAT_BIAS)
         self.stride = map_stride / 2 ** steps  # input pixels per output cell
 
-    def forward(self, hidden: torch.Tensor, feature_map: torch.Tensor) -> torch.Tensor:
-        x = self.reduce(feature_map) + self.context(hidden)[:, :, None, None]  # (B, W, h, w)
-        x = self.upsample(torch.relu(x))  # (B, W, h * u, w * u)
-        return torch.cat([self.heat(x), self.boxes(x)], dim=1)  # (B, K + 4, h * u, w * u)
+    def forward(self, hidden: torch.Tensor, maps) -> torch.Tensor:  # maps: base.FeatureMaps
+        levels = maps.levels
+        x = torch.relu(self.reduce(levels[-1]) + self.context(hidden)[:, :, None, None])  # (B, W, h, w)
+        for step, convolve in enumerate(self.upsample):
+            x = functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            if str(step) in self.sources:
+                x = x + self.lateral[str(step)](levels[self.sources[str(step)]])
+            x = convolve(x)  # (B, W, 2 h, 2 w) after each step
+        output = torch.cat([self.heat(x), self.boxes(x)], dim=1)  # (B, K + 4, H / stride, W / stride)
+        return output if maps.mirrored is None else unmirror(output, maps.mirrored)
+
+
+def unmirror(output: torch.Tensor, mirrored: torch.Tensor) -> torch.Tensor:
+    """A head's output (B, K + 4, h, w) for images of which the rows `mirrored` (B,) were flipped left-right
+    -> the output in the unflipped images' frame: every map mirrored back, and the x offset within a cell
+    becomes 1 - offset (a centre at x cells in a map w cells wide is at w - x in the mirror image)."""
+    classes = output.shape[1] - 4
+    back = output.flip(-1)
+    back = torch.cat([back[:, :classes + 2], 1 - back[:, classes + 2:classes + 3], back[:, classes + 3:]], dim=1)
+    return torch.where(mirrored[:, None, None, None], back, output)
 
 
 # --- training targets and loss --------------------------------------------------------------------

@@ -79,6 +79,21 @@ class Encoder(nn.Module):
         return self.embedding(x)
 
 
+class Block(nn.Module):
+    """Category columns looked up together, wherever they stand among the inputs: one call for K tables
+    instead of K module calls, whose overhead is most of what a one-row lookup costs. The tables are
+    read from the members at every call: nothing is copied and the saved keys stay per encoder."""
+
+    def __init__(self, encoders: list[Encoder]):
+        super().__init__()
+        # a plain list, not submodules: their weights stay under their own keys
+        self.tables = [encoder.embedding for encoder in encoders]
+        self.output_size = sum(encoder.output_size for encoder in encoders)
+
+    def forward(self, columns: list[torch.Tensor]) -> torch.Tensor:  # K x (B,) long -> (B, sum of E)
+        return torch.cat([torch.embedding(table.weight, codes) for table, codes in zip(self.tables, columns)], dim=1)
+
+
 class Feature(base.OutputFeature):
     MAIN_METRIC = "accuracy"
     def __init__(self, config):
@@ -161,6 +176,10 @@ class Feature(base.OutputFeature):
     def encoder(self) -> nn.Module:
         size = self.config.embedding_size or min(64, round(1.6 * len(self.stats["vocabulary"]) ** 0.56))
         return Encoder(len(self.stats["vocabulary"]), size)
+
+    def block(self) -> type | None:
+        """Category columns are looked up together by one Block."""
+        return Block
 
     def head(self, trunk: base.Trunk) -> nn.Module:
         if len(self.stats["labels"]) < 2:

@@ -26,7 +26,7 @@ from lamina.features.columns import LazyColumn
 from lamina.features.common import Unreadable, decode_cells, describe_cell, tensor_entry
 from lamina.features.files import first_line
 from lamina.features.image_defaults import (  # noqa: F401 - the folder defaults, also read as image.X
-    CNN_DEFAULT, FOLDER_OUTPUT, FOLDER_TRAINING, PRETRAINED_MIN_SIDE, infer_options)
+    CNN_DEFAULT, FOLDER_OUTPUT, FOLDER_TRAINING, PRETRAINED_MIN_SIDE, folder_config, folder_training, infer_options)
 from lamina.features.image_dicom import looks_like_dicom, read_dicom, to_uint8
 from lamina.features.image_encoders import Encoder, read_weights
 from lamina.features.request import RequestField, Widget
@@ -86,6 +86,12 @@ class Options(BaseModel):
                         json_schema_extra={"shown_when": {"encoder": ["cnn", "resnet"]}})
     depth: int | None = Field(None, ge=1, le=16, description="layers (cnn) or basic blocks (resnet) per stage; "
                                                            "default 1 for cnn, 2 for resnet")
+    stem: Literal["auto", "full", "imagenet"] = Field(
+        "auto", description="the first layer. full: a 3x3 convolution that keeps every pixel; imagenet: a 7x7 "
+                            "stride-2 convolution and a max pool (a quarter of the pixels per side, much faster "
+                            "on large images); auto: imagenet from 96 pixels on the shorter side. Objects a few "
+                            "pixels wide (boxes) need full",
+        json_schema_extra={"shown_when": "set"})
     embedding_size: int = Field(128, ge=1, description="width of the vector the encoder outputs")
     weights: str | None = Field(None, description="a .safetensors file holding the encoder's initial weights "
                                                   "(a state_dict saved from an encoder with the same options); "
@@ -363,18 +369,20 @@ class Feature(base.Feature):
         return encoder
 
     def gives_map(self, encoder: nn.Module) -> base.SpatialMap:
-        """The backbone's last feature map, for a head that locates objects (boxes). Shifts, rotations
-        and flips while training would move the objects away from their labelled places: refused."""
+        """The backbone's feature maps, for a head that locates objects (boxes). Shifts and rotations
+        while training would move the objects away from their labelled places: refused. Flips are named
+        to the head, which mirrors its findings back (see image_encoders.Encoder.encode_map)."""
         if self._frozen():
             raise base.Unsupported(f"image input '{self.config.name}' has a frozen pretrained encoder, which gives "
                                    f"the network pooled features, not a map; set fine_tune: true (or a number of "
                                    f"parts) to locate objects with it")
         augment = self.config.augment
-        if augment is not None and (augment.crop or augment.rotation or augment.flip):
-            raise base.Unsupported(f"image input '{self.config.name}' moves its training images (augment: crop, "
-                                   f"rotation or flip), which would move the objects away from their boxes; "
-                                   f"remove those keys (brightness and contrast are fine)")
-        return base.SpatialMap(encoder.backbone.output_channels, encoder.backbone.stride, tuple(self.config.size))
+        if augment is not None and (augment.crop or augment.rotation):
+            raise base.Unsupported(f"image input '{self.config.name}' moves its training images (augment: crop "
+                                   f"or rotation), which would move the objects away from their boxes; remove "
+                                   f"those keys (flip, brightness and contrast are fine)")
+        backbone = encoder.backbone
+        return base.SpatialMap(backbone.output_channels, backbone.stride, tuple(self.config.size), backbone.levels)
 
     # ---- classic baseline ----
     def classic_encoder(self, style: str, seed: int) -> classic.Pixels:

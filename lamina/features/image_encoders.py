@@ -13,13 +13,19 @@ from safetensors.torch import load_file
 from torch import nn
 
 from lamina.errors import ConfigError
+from lamina.features.base import FeatureMaps
 from lamina.features.image_pretrained import PIXEL_MEAN, PIXEL_STD, Pretrained, mismatches, trainable_parts
 
 
-def stem(in_channels: int, width: int, size: tuple[int, int]) -> nn.Sequential:
+def imagenet_stem(kind: str, size: tuple[int, int]) -> bool:
+    """Whether the first layer is the ImageNet stem (kind: the `stem` option; auto: from 96 pixels)."""
+    return kind == "imagenet" or (kind == "auto" and min(size) >= 96)
+
+
+def stem(in_channels: int, width: int, size: tuple[int, int], kind: str = "auto") -> nn.Sequential:
     """The first layer. Large images get the ImageNet stem (7x7 stride 2 + max pool), which
     quarters the pixels twice before the costly layers; small ones keep every pixel (CIFAR style)."""
-    if min(size) >= 96:
+    if imagenet_stem(kind, size):
         return nn.Sequential(nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False),
                              nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, padding=1))
     return nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
@@ -55,10 +61,12 @@ class Backbone(nn.Module):
     """stem -> `stages` stages of `depth` layers (cnn) or basic blocks (resnet); each stage after
     the first halves the height and width and doubles the channels -> global average pool."""
 
-    def __init__(self, kind: str, in_channels: int, width: int, depth: int, stages: int, size: tuple[int, int]):
+    def __init__(self, kind: str, in_channels: int, width: int, depth: int, stages: int, size: tuple[int, int],
+                 stem_kind: str = "auto"):
         super().__init__()
-        layers: list[nn.Module] = [stem(in_channels, width, size)]
-        channels = width
+        layers: list[nn.Module] = [stem(in_channels, width, size, stem_kind)]
+        channels, ends, levels = width, [], []
+        first_stride = 4 if imagenet_stem(stem_kind, size) else 1
         for stage in range(stages):
             out_channels = width * 2 ** stage
             # in the plain CNN the stem is the first layer of stage one: full-resolution layers cost most
@@ -68,10 +76,14 @@ class Backbone(nn.Module):
                 block = convolution if kind == "cnn" else BasicBlock
                 layers.append(block(channels, out_channels, stride))
                 channels = out_channels
+            ends.append(len(layers) - 1)
+            levels.append((channels, first_stride * 2 ** stage))
         self.layers = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.output_channels = channels
         # how many input pixels one cell of the feature map spans along each side
-        self.stride = (4 if min(size) >= 96 else 1) * 2 ** max(stages - 1, 0)
+        self.stride = first_stride * 2 ** max(stages - 1, 0)
+        self.ends = ends  # the layer ending each stage
+        self.levels = tuple(levels)  # (channels, stride) of each stage's output, finest first
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, output_channels)
         return self.layers(images)
@@ -79,6 +91,15 @@ class Backbone(nn.Module):
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, output_channels, h, w)
         """The last convolutional features before the global pool (h = ceil(H / stride))."""
         return self.layers[:-2](images)
+
+    def feature_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Each stage's output, finest first: (B, channels, H / stride, W / stride) per `levels`."""
+        maps, x = [], images
+        for position, layer in enumerate(self.layers[:-2]):
+            x = layer(x)
+            if position in self.ends:
+                maps.append(x)
+        return maps
 
 
 def _uniform(count: int, spread: float, like: torch.Tensor) -> torch.Tensor:
@@ -135,7 +156,8 @@ class Encoder(nn.Module):
         self.augment = augment if changes else None
         depth = options.depth or (1 if options.encoder == "cnn" else 2)
         self.backbone = Pretrained(tuple(options.size), trainable_parts(options.fine_tune)) if pretrained else \
-            Backbone(options.encoder, options.channels, options.width, depth, options.stages, tuple(options.size))
+            Backbone(options.encoder, options.channels, options.width, depth, options.stages, tuple(options.size),
+                     options.stem)
         self.projection = nn.Linear(self.backbone.output_channels, options.embedding_size)
         self.output_size = options.embedding_size
 
@@ -154,17 +176,19 @@ class Encoder(nn.Module):
             x = move(x, augment.crop, augment.rotation, augment.flip)
         return self.projection(self.backbone(x))
 
-    def feature_map(self, images: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, backbone channels, h, w)
-        """The backbone's spatial features, for heads that locate things in the image (boxes). No
-        geometric augmentation here: it would move the objects away from their labelled places."""
-        return self.backbone.feature_map(self.normalise(images))
-
-    def encode_map(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(vector (B, E), feature map (B, backbone channels, h, w)) from one pass of the backbone: the
-        vector is the projection of the map's global average, as forward gives it (without geometric
-        augmentation, which a head reading the map refuses)."""
-        features = self.feature_map(images)  # (B, C, h, w)
-        return self.projection(features.mean(dim=(2, 3))), features
+    def encode_map(self, images: torch.Tensor) -> tuple[torch.Tensor, FeatureMaps]:
+        """(vector (B, E), the backbone's feature maps) from one pass, for heads that locate things in
+        the image (boxes): the vector is the projection of the last map's global average, as forward gives
+        it. The only geometric augmentation is the flip (shifts and rotations would move objects away from
+        their labelled places): the flipped rows are named in FeatureMaps.mirrored, and the head mirrors
+        what it finds there back."""
+        x = self.normalise(images)
+        mirrored = None
+        if self.training and self.augment is not None and self.augment.flip:
+            mirrored = torch.rand(x.shape[0], device=x.device) < 0.5  # (B,)
+            x = torch.where(mirrored[:, None, None, None], x.flip(-1), x)
+        levels = self.backbone.feature_maps(x)  # finest first; the last is (B, C, h, w)
+        return self.projection(levels[-1].mean(dim=(2, 3))), FeatureMaps(levels, mirrored)
 
 
 def read_weights(path: str, encoder: nn.Module, name: str) -> dict[str, torch.Tensor]:

@@ -123,6 +123,14 @@ class Pretrained(nn.Module):
             images = nn.functional.interpolate(images, scale_factor=self.scale, mode="bilinear", align_corners=False)
         return self.network(images)
 
+    def feature_maps(self, images: torch.Tensor) -> list[torch.Tensor]:  # (B, 3, H, W) -> [(B, 1280, h, w)]
+        """The last map only (see `levels`): its stages' inner maps are not offered."""
+        return [self.feature_map(images)]
+
+    @property
+    def levels(self) -> tuple[tuple[int, int], ...]:
+        return ((self.output_channels, self.stride),)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, 1280)
         return self.feature_map(images).mean(dim=(2, 3))
 

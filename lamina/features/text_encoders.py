@@ -201,6 +201,10 @@ def glove_vectors(tokenizer_json: str, embedding: nn.Embedding) -> int:
 def build(options, stats: dict, fresh: bool) -> nn.Module:
     """The encoder for a text feature. `fresh` (right after fit): start from pretrained or GloVe
     weights; otherwise the saved weights are loaded over it."""
+    if options.encoder == "tfidf":
+        from lamina.features.text_tfidf import TfidfEncoder
+
+        return TfidfEncoder(stats["vocabulary_size"], options.embedding_size or 64, options.dropout)
     if options.encoder == "pretrained" and not options.fine_tune:
         return Precomputed(stats["pretrained_config"]["hidden_size"])
     if options.encoder == "pretrained":

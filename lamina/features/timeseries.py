@@ -4,10 +4,12 @@ MFCC frames) of varying length in, a 1-D CNN, GRU or transformer encoder out to 
 A cell is a nested list or 2-D array, a delimited string, or the path of a CSV/NPY file. Cells
 become one float tensor (N, T, C + 1): C raw channels padded with zeros to the longest row, plus
 a last channel that is 1 at real time steps and 0 at padding (the mask). Per-channel
-normalisation, fitted on the training split, runs in torch inside the encoder.
+normalisation, fitted on the training split, runs in torch inside the encoder, and so do the
+per-channel summary statistics (`summary`) set beside the learned encoder's vector.
 """
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -50,6 +52,12 @@ class Options(BaseModel):
                              json_schema_extra={"shown_when": {"encoder": ["cnn"]}})
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     embedding_size: int = Field(64, ge=1, description="width of the vector the encoder outputs")
+    summary: bool = Field(
+        True, description="also give the network each channel's mean, std, min, max, first and last value over "
+                          "the real steps, and the length (6 C + 1 numbers, standardised with the training "
+                          "split's statistics): on short sequences and few rows these often carry most of the "
+                          "signal. false: the learned encoder's vector alone. A model saved before this option existed keeps the "
+                          "inputs it was trained with")
     max_length: int = Field(1000, ge=1, le=100_000, description="time steps kept per row; longer rows are cut "
                                                                 "(and counted in a warning)")
     truncation: Literal["right", "left"] = Field("right", description="right: keep the start of long rows; "
@@ -241,7 +249,8 @@ class Feature(base.Feature):
         return sniff_sequences(column)
 
     def fit(self, column: pd.Series) -> None:
-        """Channel count, per-channel mean and std of the training split (over all real time steps)."""
+        """Channel count, per-channel mean and std of the training split (over all real time steps), and
+        with `summary` the mean and std of each summary statistic over the training rows."""
         self.stats = {}
         sequences = [array for array in self._sequences(column) if array is not None]
         if not sequences:
@@ -252,11 +261,16 @@ class Feature(base.Feature):
         std[std < 1e-8] = 1.0  # a constant channel carries no signal; avoid dividing by zero
         self.stats = {"channels": int(steps.shape[1]), "mean": steps.mean(axis=0).tolist(), "std": std.tolist(),
                       "longest": int(max(len(array) for array in sequences))}
+        if self.config.summary:
+            self.stats["summary"] = fit_summary(self.pad(sequences), self.stats, self.config)
 
     def transform(self, column: pd.Series) -> torch.Tensor:
         """(N, T, C + 1): raw values padded with zeros, then the mask channel (1 = a real step)."""
+        return self.pad(self._sequences(column))
+
+    def pad(self, sequences: list[np.ndarray | None]) -> torch.Tensor:
+        """Parsed cells (None: empty, one step of the training means) -> (N, T, C + 1), cut to max_length."""
         options = self.config
-        sequences = self._sequences(column)
         channels, means = self.stats["channels"], np.asarray(self.stats["mean"])
         sequences = [means[None, :] if array is None else array for array in sequences]
         long = sum(1 for array in sequences if len(array) > options.max_length)
@@ -281,7 +295,9 @@ class Feature(base.Feature):
     def classic_encoder(self, style: str, seed: int) -> Any:
         from lamina.features import classic
 
-        return classic.Numbers(self.config.name, style, classic_features, "summary statistics")
+        reading = Options(layout=self.config.layout, root=self.config.root)  # cells read as the model reads them
+        return classic.Numbers(self.config.name, style, functools.partial(classic_features, options=reading),
+                               "summary statistics")
 
     # ---- explanation: a score per time step ----
     def attribution_point(self, encoder: nn.Module, values: torch.Tensor) -> attribution.Steps:
@@ -306,18 +322,36 @@ class Feature(base.Feature):
             shown=list[list[float]] | list[float] | str)
 
 
-def classic_features(column: pd.Series, name: str) -> np.ndarray:
-    """For the classic baseline: per channel mean, std, min, quartiles, max and mean absolute step
-    change, plus the length; NaN for an empty cell (read with the default options)."""
-    sequences = read_sequences(column, Options(), name, {})
+def fit_summary(batch: torch.Tensor, stats: dict, options: Options, rows: int = 1024) -> dict:
+    """Mean and std over the training rows of each summary statistic of a padded batch (N, T, C + 1),
+    normalised as the encoder normalises it (timeseries_encoders), `rows` rows at a time; a statistic
+    that is constant (up to float32 rounding) gets std 1."""
+    from lamina.features.timeseries_encoders import normalised, summary_statistics
+
+    scale = options.normalize != "none"
+    mean = torch.tensor(stats["mean"] if scale else [0.0] * stats["channels"], dtype=torch.float32).view(1, 1, -1)
+    std = torch.tensor(stats["std"] if scale else [1.0] * stats["channels"], dtype=torch.float32).view(1, 1, -1)
+    summaries = torch.cat([summary_statistics(normalised(part, mean, std, options.normalize == "sequence"),
+                                              part[..., -1]) for part in batch.split(rows)])
+    summaries = summaries.double()  # (N, 6 C + 1)
+    std = summaries.std(0, unbiased=False)
+    std[std < 1e-3] = 1.0  # on the values' unit scale a statistic varying less is constant, but for rounding
+    return {"mean": summaries.mean(0).tolist(), "std": std.tolist()}
+
+
+def classic_features(column: pd.Series, name: str, options: Options | None = None) -> np.ndarray:
+    """For the classic baseline: per channel mean, std, min, quartiles, max, first and last value and
+    mean absolute step change, plus the length; NaN for an empty cell. `options`: how cells are read
+    (their layout and root; default Options())."""
+    sequences = read_sequences(column, options or Options(), name, {})
     channels = max((array.shape[1] for array in sequences if array is not None), default=1)
-    rows = np.full((len(sequences), channels * 8 + 1), np.nan)
+    rows = np.full((len(sequences), channels * 10 + 1), np.nan)
     for position, array in enumerate(sequences):
         if array is None:
             continue
         change = np.abs(np.diff(array, axis=0)).mean(axis=0) if len(array) > 1 else np.zeros(channels)
         summary = [array.mean(0), array.std(0), array.min(0), *np.quantile(array, [0.25, 0.5, 0.75], axis=0),
-                   array.max(0), change]
+                   array.max(0), array[0], array[-1], change]
         rows[position] = np.concatenate([np.stack(summary, axis=1).ravel(), [len(array)]])
     return rows
 

@@ -1,6 +1,7 @@
 """The input layer of the `timeseries` data type: per-channel normalisation, then a 1-D CNN, a
-bidirectional GRU or a transformer over the time steps, pooled (masked mean and max) to a vector.
-Modules only: not a registered type (see timeseries.py)."""
+bidirectional GRU or a transformer over the time steps, pooled (masked mean and max) to a vector,
+beside per-channel summary statistics of the real steps. Modules only: not a registered type (see
+timeseries.py)."""
 from __future__ import annotations
 
 import math
@@ -82,8 +83,42 @@ def standardise_rows(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values - mean) / variance.sqrt().clamp_min(0.1) * weights
 
 
+def normalised(sequences: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, per_sequence: bool) -> torch.Tensor:
+    """(B, T, C + 1) raw values + mask -> (B, T, C): the training split's per-channel normalisation
+    (mean, std (1, 1, C)), then each row's own with `normalize: sequence`; zero at padding."""
+    mask = sequences[..., -1]  # (B, T)
+    values = (sequences[..., :-1] - mean) / std * mask.unsqueeze(-1)
+    return standardise_rows(values, mask) if per_sequence else values
+
+
+SUMMARIES = ("mean", "std", "min", "max", "first", "last")  # per channel, then the length: 6 C + 1 numbers
+
+
+def summary_statistics(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per channel mean, std, min, max, first and last value over each row's real steps, then the
+    number of real steps: (B, T, C), (B, T) -> (B, 6 C + 1), laid out statistic by statistic as
+    SUMMARIES names them. Padding changes none of them (a row with no real step gives zeros)."""
+    weights = mask.unsqueeze(-1)  # (B, T, 1)
+    length = mask.sum(1, keepdim=True)  # (B, 1)
+    count = length.clamp_min(1.0)
+    mean = (values * weights).sum(1) / count  # (B, C)
+    variance = (((values - mean.unsqueeze(1)) * weights) ** 2).sum(1) / count
+    std = (variance + 1e-10).sqrt()  # the floor keeps the gradient finite at a constant channel (explanations)
+    real = weights > 0.5
+    low = values.masked_fill(~real, float("inf")).amin(1)  # (B, C)
+    high = values.masked_fill(~real, float("-inf")).amax(1)
+    low = torch.where(torch.isfinite(low), low, torch.zeros_like(low))
+    high = torch.where(torch.isfinite(high), high, torch.zeros_like(high))
+    last_step = (length.long() - 1).clamp_min(0)  # (B, 1): real steps come first, padding after them
+    last = values.gather(1, last_step.unsqueeze(-1).expand(-1, 1, values.shape[2])).squeeze(1)  # (B, C)
+    present = (length > 0).to(values.dtype)  # (B, 1)
+    return torch.cat([mean, std, low, high, values[:, 0] * present, last * present, length], dim=1)
+
+
 class Encoder(nn.Module):
-    """(B, T, C + 1) raw values + mask -> normalised -> sequence layers -> masked mean and max -> (B, E)."""
+    """(B, T, C + 1) raw values + mask -> normalised -> sequence layers -> masked mean and max -> (B, E),
+    then (with `summary`) the summary statistics of the normalised values, standardised with those of
+    the training rows -> (B, E + 6 C + 1)."""
 
     def __init__(self, options, stats: dict):  # options: timeseries.Options
         super().__init__()
@@ -103,18 +138,28 @@ class Encoder(nn.Module):
             self.body = Attention(channels, options.width, options.layers, options.heads, options.dropout)
         width = options.width if options.encoder != "gru" else 2 * (options.width // 2)
         self.projection = nn.Linear(2 * width, options.embedding_size)
-        self.output_size = options.embedding_size
+        # the summary branch: only when its statistics were fitted (a model saved without them has none)
+        summary = stats.get("summary") if options.summary else None
+        self.summarises = summary is not None
+        if self.summarises:
+            self.register_buffer("summary_mean", torch.tensor(summary["mean"], dtype=torch.float32).view(1, -1),
+                                 persistent=False)  # (1, 6 C + 1), rebuilt from stats.json
+            self.register_buffer("summary_std", torch.tensor(summary["std"], dtype=torch.float32).view(1, -1),
+                                 persistent=False)
+        self.output_size = options.embedding_size + (len(summary["mean"]) if self.summarises else 0)
 
     def forward(self, sequences: torch.Tensor) -> torch.Tensor:  # (B, T, C + 1) -> (B, E)
         longest = max(int(sequences[..., -1].sum(1).max()), 1)  # trim the padding this batch does not need
         sequences = sequences[:, :longest]
         mask = sequences[..., -1]  # (B, T)
-        values = (sequences[..., :-1] - self.mean) / self.std * mask.unsqueeze(-1)  # (B, T, C)
-        if self.per_sequence:
-            values = standardise_rows(values, mask)
+        values = normalised(sequences, self.mean, self.std, self.per_sequence)  # (B, T, C)
         states = self.body(values, mask)  # (B, T, W)
         weights = mask.unsqueeze(-1)  # (B, T, 1)
         mean = (states * weights).sum(1) / weights.sum(1).clamp_min(1.0)  # (B, W)
         peak = states.masked_fill(weights < 0.5, float("-inf")).amax(1)  # (B, W)
         peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))  # a row with no step at all
-        return self.projection(torch.cat([mean, peak], dim=1))
+        encoded = self.projection(torch.cat([mean, peak], dim=1))  # (B, E)
+        if not self.summarises:
+            return encoded
+        summary = (summary_statistics(values, mask) - self.summary_mean) / self.summary_std  # (B, 6 C + 1)
+        return torch.cat([encoded, summary], dim=1)
