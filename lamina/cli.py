@@ -277,12 +277,13 @@ def _datasets(args) -> None:
     from lamina import datasets
 
     if args.action == "list" or not args.name:
+        width = max(map(len, datasets.names()))
         for name in datasets.names():
             item = datasets.info(name)
             # a simulated set is made by lamina (then cached); the others are read from a package or downloaded
             where = "installed" if item.locate() else "generated on first use" if item.simulated else \
                 "download on first use"
-            print(f"{name:<20} {item.task:<24} target {item.target:<14} {where}")
+            print(f"{name:<{width}} {item.task:<24} target {item.target:<14} {where}")
         return
     item = datasets.info(args.name)
     print(f"{item.name}: {item.description}\n  task: {item.task}; target: {item.target}\n  source: {item.source}"

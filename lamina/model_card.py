@@ -24,7 +24,7 @@ SPLITS = ("train", "validation", "test")
 def render(model, folder: str | Path) -> str:
     """The card of a trained Model (or of a saved folder's parts, see render_parts) saved in `folder`."""
     sections = [_header(model), _data(model), _use(model), _metrics(model), _comparison(model, folder),
-                _limits(model), _calling(model, folder)]
+                _rollout(model), _limits(model), _calling(model, folder)]
     return "\n\n".join(section for section in sections if section) + "\n"
 
 
@@ -33,7 +33,7 @@ def render_parts(parts: dict, folder: str | Path) -> str:
     config, stats = load_config(parts["config"]), parts["stats"]
     model = SimpleNamespace(
         config=config, metrics_=parts["metrics"], training_=parts["training"], comparison_=parts.get("comparison"),
-        tuning_=parts.get("tuning"),
+        tuning_=parts.get("tuning"), rollout_=parts.get("rollout"),
         inputs_=[features.build(item, stats["inputs"][item.name]) for item in config.inputs],
         outputs_=[features.build(item, stats["outputs"][item.name]) for item in config.outputs])
     return render(model, folder)
@@ -151,6 +151,25 @@ def _comparison(model, folder: str | Path) -> str:
                   f"{_cell(classic['test'][name], name)} |" for name in names]
         lines.append("")
     lines.append(f"Verdict: {comparison.get('verdict', 'none given')}.")
+    return "\n".join(lines)
+
+
+def _rollout(model) -> str:
+    """How the model did as a policy in its simulator (`lamina rollout`), beside the reference policies."""
+    rollout = model.rollout_
+    if not rollout or not rollout.get("policies"):
+        return ""
+    seeds = rollout.get("seeds") or ["?", "?"]
+    lines = ["## Acting in its simulator", "",
+             f"`lamina rollout`: {rollout.get('episodes')} episodes of {_escape(rollout.get('environment'))} on "
+             f"unseen seeds {seeds[0]} to {seeds[-1]}, every policy on the same seeds.", "",
+             "| policy | return (mean ± std) | episode length |", "|---|---|---|"]
+    for name, row in rollout["policies"].items():
+        lines.append(f"| {_escape(name)} | {row['return_mean']:.2f} ± {row['return_std']:.2f} | "
+                     f"{row['length_mean']:.1f} |")
+    if rollout.get("clipped_actions"):
+        lines += ["", f"{rollout['clipped_actions']} of its {rollout.get('actions')} actions were outside the action "
+                      f"space and were clipped."]
     return "\n".join(lines)
 
 

@@ -96,6 +96,8 @@ def test_lamina_rollout_writes_rollout_json_into_the_manifest_and_the_report(car
     from lamina import report
 
     assert "Rollouts in CartPole-v1" in report.build(model)
+    card = (cartpole / "model_card.md").read_text()  # rewritten with the rollout
+    assert "## Acting in its simulator" in card and "| expert | 500.00 ± 0.00 |" in card
 
 
 def test_named_observation_components_feed_named_inputs(cartpole_rows):
