@@ -108,17 +108,25 @@ def basic_motions() -> pd.DataFrame:
     folder = basic_motions_folder()
     if folder is None:
         raise DataError(f"BasicMotions is not installed; install it with: {BASIC_MOTIONS_INSTALL}")
+    return archive_frame(folder, "BasicMotions", "motion", "activity", lambda array: array, 2)
+
+
+def archive_frame(folder: Path, name: str, column: str, label: str, cell, validating: int) -> pd.DataFrame:
+    """A UEA/UCR archive's {name}_TRAIN.ts and _TEST.ts as one frame: `column` (cell(array) per example,
+    array (T, C)), `label`, and `split`: the archive's test part, and its training part of which a seeded
+    `validating` examples per label validate."""
     parts = []
     for part in ("TRAIN", "TEST"):
-        series, labels = read_ts(folder / f"BasicMotions_{part}.ts")
+        series, labels = read_ts(folder / f"{name}_{part}.ts")
         cells = np.empty(len(series), dtype=object)
-        cells[:] = series
-        parts.append(pd.DataFrame({"motion": cells, "activity": labels, "split": part.lower()}))
+        for position, array in enumerate(series):
+            cells[position] = cell(array)
+        parts.append(pd.DataFrame({column: cells, label: labels, "split": part.lower()}))
     frame = pd.concat(parts, ignore_index=True)
     rng = np.random.default_rng(0)
-    for activity in sorted(frame["activity"].unique()):
-        rows = frame.index[(frame["split"] == "train") & (frame["activity"] == activity)]
-        frame.loc[rng.choice(rows, 2, replace=False), "split"] = "validation"
+    for value in sorted(frame[label].unique()):
+        rows = frame.index[(frame["split"] == "train") & (frame[label] == value)]
+        frame.loc[rng.choice(rows, validating, replace=False), "split"] = "validation"
     return frame
 
 
@@ -140,14 +148,4 @@ def japanese_vowels() -> pd.DataFrame:
     folder = japanese_vowels_folder()
     if folder is None:
         raise DataError(f"JapaneseVowels is not installed; install it with: {BASIC_MOTIONS_INSTALL}")
-    parts = []
-    for part in ("TRAIN", "TEST"):
-        series, labels = read_ts(folder / f"JapaneseVowels_{part}.ts")
-        parts.append(pd.DataFrame({"series": [as_channel_text(array) for array in series], "speaker": labels,
-                                   "split": part.lower()}))
-    frame = pd.concat(parts, ignore_index=True)
-    rng = np.random.default_rng(0)
-    for speaker in sorted(frame["speaker"].unique()):
-        rows = frame.index[(frame["split"] == "train") & (frame["speaker"] == speaker)]
-        frame.loc[rng.choice(rows, 3, replace=False), "split"] = "validation"
-    return frame
+    return archive_frame(folder, "JapaneseVowels", "series", "speaker", as_channel_text, 3)
