@@ -472,7 +472,7 @@ def fit(model, data: Any, *, output_dir: str | Path | None = None, resume: bool 
     result = train.fit(model.network_, prepared.stream, tables.get("validation"), outputs, config.training,
                        checkpoint_dir=folder, resume=resume, quiet=quiet, fingerprint=model._fingerprint(counts),
                        on_epoch=on_epoch, engine=engine)
-    model.comparison_ = model.tuning_ = None
+    model.comparison_ = model.tuning_ = model.rollout_ = None
     model.training_ = {**result, "rows": counts, "dropped_rows": prepared.survey.dropped,
                        "source": prepared.source.label, "learned_rows": prepared.stream.rows,
                        "streaming": {"files": len(prepared.source.paths), "row_groups": len(prepared.source.pieces),
