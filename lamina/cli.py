@@ -9,7 +9,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import pandas as pd
 import yaml
 
 from lamina.errors import ArtifactError, ConfigError, DataError
@@ -276,26 +275,7 @@ def _config(args) -> None:
 def _datasets(args) -> None:
     from lamina import datasets
 
-    if args.action == "list" or not args.name:
-        width = max(map(len, datasets.names()))
-        for name in datasets.names():
-            item = datasets.info(name)
-            # a simulated set is made by lamina (then cached); the others are read from a package or downloaded
-            where = "installed" if item.locate() else "generated on first use" if item.simulated else \
-                "download on first use"
-            print(f"{name:<{width}} {item.task:<24} target {item.target:<14} {where}")
-        return
-    item = datasets.info(args.name)
-    print(f"{item.name}: {item.description}\n  task: {item.task}; target: {item.target}\n  source: {item.source}"
-          f"\n  licence: {item.licence}\n  local copy: {item.locate() or 'none (install: ' + item.install + ')'}")
-    frame = datasets.load(item.name)
-    print(f"  {len(frame)} rows x {frame.shape[1]} columns")
-    def distinct(column: pd.Series):  # cells holding arrays (images) or lists (boxes) cannot be hashed
-        unhashable = column.map(lambda value: hasattr(value, "shape") or isinstance(value, list)).any()
-        return column.nunique() if not unhashable else "(arrays)"
-
-    print(pd.DataFrame({"dtype": frame.dtypes.astype(str), "missing": frame.isna().sum(),
-                        "distinct": {name: distinct(frame[name]) for name in frame.columns}}).to_string())
+    print(datasets.listing() if args.action == "list" or not args.name else datasets.describe(args.name))
 
 
 def _rollout(args) -> None:

@@ -233,6 +233,35 @@ def names() -> list[str]:
     return list(REGISTRY)
 
 
+def listing() -> str:
+    """`lamina datasets list`: one line per data set, its task, target and whether it is installed."""
+    width, lines = max(map(len, REGISTRY)), []
+    for name, item in REGISTRY.items():
+        # a simulated set is made by lamina (then cached); the others are read from a package or downloaded
+        where = "installed" if item.locate() else "generated on first use" if item.simulated else \
+            "download on first use"
+        lines.append(f"{name:<{width}} {item.task:<24} target {item.target:<14} {where}")
+    return "\n".join(lines)
+
+
+def describe(name: str) -> str:
+    """`lamina datasets show NAME`: what the data set is, where it comes from, and its columns (it is loaded)."""
+    import pandas as pd
+
+    item = info(name)
+    frame = load(item.name)
+
+    def distinct(column: pd.Series):  # cells holding arrays (images) or lists (boxes) cannot be hashed
+        unhashable = column.map(lambda value: hasattr(value, "shape") or isinstance(value, list)).any()
+        return column.nunique() if not unhashable else "(arrays)"
+
+    columns = pd.DataFrame({"dtype": frame.dtypes.astype(str), "missing": frame.isna().sum(),
+                            "distinct": {column: distinct(frame[column]) for column in frame.columns}})
+    return (f"{item.name}: {item.description}\n  task: {item.task}; target: {item.target}\n  source: {item.source}"
+            f"\n  licence: {item.licence}\n  local copy: {item.locate() or 'none (install: ' + item.install + ')'}"
+            f"\n  {len(frame)} rows x {frame.shape[1]} columns\n{columns.to_string()}")
+
+
 def info(name: str) -> Dataset:
     from lamina.errors import DataError, did_you_mean
 
