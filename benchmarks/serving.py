@@ -5,8 +5,9 @@ with every encoder alone, as it ran before), the network on ready tensors both w
 forward of its hidden layers and head (the floor); where a one-row call spends its time; batch rows/s
 of Model.predict on a 4,096-row DataFrame, encoders grouped against alone; where the fast path stops
 paying (rows per call); the start of `lamina serve` (imports, and wall time to the first ok /health);
-single-row latency over HTTP with one client and requests/s with 1, 8 and 64 clients, a fast-path server
-against one that builds a DataFrame for every batch (both micro-batching); batch inference rows/s of
+single-row latency over HTTP with one client and requests/s with 1, 8 and 64 clients: the default
+server (a lone small request predicted on its event loop), one handing every request to its batcher's
+thread, and one that also builds a DataFrame for every batch (all micro-batching under concurrency); batch inference rows/s of
 Model.predict, of the exported network in PyTorch and of the ONNX export in ONNX Runtime on the same tensors.
 
 The model is examples/adult.yaml trained for 2 epochs (or --model FOLDER). The servers run in
@@ -196,7 +197,7 @@ def where_time_goes(model: lamina.Model, row: dict, repeats: int) -> dict[str, l
         names = [network.input_names[position] for position in positions]
         if block is not None:
             module = network.blocks[block]
-            label = f"{type(module).__module__.split('.')[-1]} block of {len(names)} inputs"
+            label = f"{type(module).__module__.split('.')[-1].removesuffix('_block')} block of {len(names)} inputs"
             calls[label] = lambda module=module, names=names: module([ready[name] for name in names])
         else:
             encoder = network.encoders[positions[0]]
@@ -381,7 +382,10 @@ def main() -> None:
         print(f"\n`lamina serve`: first ok /health {start_seconds:.2f} s after launch; longest imports "
               f"(cumulative s): " + ", ".join(f"{name} {took:.2f}" for name, took in imports))
 
-        servers = {"fast path": {"fast_rows": 64}, "DataFrame path": {"fast_rows": 0}}
+        # the default server predicts a lone small request on its event loop; the second hands every request
+        # to the batcher's thread, as servers did before; the third also builds a DataFrame for every batch
+        servers = {"fast path": {"fast_rows": 64}, "fast, worker thread": {"fast_rows": 64, "inline_rows": 0},
+                   "DataFrame path": {"fast_rows": 0, "inline_rows": 0}}
         processes, ports = [], {}
         try:
             for label, settings in servers.items():

@@ -7,6 +7,7 @@ from torch import nn
 from lamina.config import Hidden
 from lamina.errors import ConfigError
 from lamina.features.base import HeadContext, Trunk, Unsupported
+from lamina.features.snapshot import Snapshot
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU}
 
@@ -24,13 +25,30 @@ class Block(nn.Module):
             nn.Dropout(hidden.dropout),
         )
         self.residual = hidden.residual and input_size == hidden.size
+        self.folded = Snapshot()  # for prediction: the batch norm folded into the linear map
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, D) -> (B, H)
         if self.training:
+            self.folded.drop()
             return x + self.layer(x) if self.residual else self.layer(x)
         linear, norm, activation, _ = self.layer  # dropout is the identity here: two module calls fewer a row
-        y = activation(norm(linear(x)))
+        folds = isinstance(norm, nn.BatchNorm1d) and not norm.training and norm.running_mean is not None \
+            and norm.weight is not None  # (batch-norm statistics are re-estimated with the norm in training mode)
+        sources = [linear.weight, linear.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var] \
+            if folds else []
+        folded = self.folded.get(sources, lambda: _fold(linear, norm)) if folds else self.folded.drop()
+        if folded is not None:  # prediction: one linear map instead of a linear map and a batch norm
+            y = activation(nn.functional.linear(x, *folded))
+        else:
+            y = activation(norm(linear(x)))
         return x + y if self.residual else y
+
+
+def _fold(linear: nn.Linear, norm: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight (H, D), bias (H,)) of linear followed by the batch norm with its running statistics:
+    scale = gamma / sqrt(var + eps); W' = W * scale (by row); b' = (b - mean) * scale + beta."""
+    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)  # (H,)
+    return linear.weight * scale.unsqueeze(1), (linear.bias - norm.running_mean) * scale + norm.bias
 
 
 class Network(nn.Module):

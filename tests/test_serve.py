@@ -26,7 +26,7 @@ from PIL import Image  # noqa: E402
 
 import lamina  # noqa: E402
 from lamina.serving.app import Settings, create_app  # noqa: E402
-from lamina.serving.batcher import Batcher  # noqa: E402
+from lamina.serving.batcher import Batcher, Job  # noqa: E402
 
 from helpers_data import config, people  # noqa: E402
 
@@ -130,18 +130,22 @@ def test_bad_bodies(client):
     assert client.post("/predict", json={"rows": [ROW]}).status_code == 200
 
 
-def test_concurrent_requests_are_merged_and_answered_in_order(client, model):
-    batcher = client.app.state.batcher
+def test_concurrent_requests_are_merged_and_answered_in_order(model, folder):
+    # inline_rows 0: every request goes through the batcher's queue, however the requests happen to overlap
+    app = create_app(model, str(folder), Settings(batch_wait_ms=20, inline_rows=0))
     rows = [{**ROW, "age": 20 + 3 * position} for position in range(16)]
-    before = batcher.calls
     start = threading.Barrier(len(rows))
+    with TestClient(app) as client:
+        wait_healthy(client)
+        batcher = client.app.state.batcher
+        before = batcher.calls
 
-    def send(row):
-        start.wait()
-        return client.post("/predict", json={"rows": [row]})
+        def send(row):
+            start.wait()
+            return client.post("/predict", json={"rows": [row]})
 
-    with ThreadPoolExecutor(len(rows)) as pool:
-        responses = list(pool.map(send, rows))
+        with ThreadPoolExecutor(len(rows)) as pool:
+            responses = list(pool.map(send, rows))
     assert all(response.status_code == 200 for response in responses)
     calls = batcher.calls - before
     assert calls < len(rows), f"{len(rows)} concurrent requests took {calls} predict calls"
@@ -174,6 +178,36 @@ def test_batcher_merges_queued_jobs_within_the_row_limit():
         assert [future.result(10) for future in [alone.submit([1]), alone.submit([2])]] == [[2], [4]]
     finally:
         alone.stop()
+
+
+def test_a_lone_small_request_is_predicted_by_its_own_thread_when_the_model_is_fast():
+    threads = []
+
+    def predict(rows):
+        threads.append(threading.current_thread().name)
+        if "bad" in rows:
+            raise ValueError("bad row")
+        return [row * 2 for row in rows]
+
+    batcher = Batcher(predict, inline_rows=2)
+    assert batcher.run_now([1]) is None  # no predict has been timed yet: it might be a slow model
+    batcher.start()
+    try:  # the worker predicts the first job, and times it
+        assert batcher.submit([1]).result(10) == [2] and threads == ["lamina-batcher"]
+    finally:
+        batcher.stop()
+    assert batcher.small_seconds < 1.0
+    assert batcher.run_now([3]) == [6] and threads[-1] == threading.current_thread().name
+    assert batcher.run_now([1, 2, 3]) is None  # over inline_rows: queued, to be batched
+    with pytest.raises(ValueError, match="bad row"):
+        batcher.run_now(["bad"])  # the caller gets the error
+    calls = batcher.calls
+    batcher.jobs.put_nowait(Job([5]))  # another request waits: this one queues behind it
+    assert batcher.run_now([4]) is None and batcher.calls == calls
+    batcher.jobs.get_nowait()
+    batcher.small_seconds = 1.0  # a slow model: every request goes to the worker
+    assert batcher.run_now([4]) is None
+    assert Batcher(predict, inline_rows=0).run_now([1]) is None  # 0: never
 
 
 def test_health_waits_for_the_warm_up(model, folder):

@@ -28,7 +28,7 @@ from lamina.api import FAST_ROWS
 from lamina.errors import ConfigError, DataError
 from lamina.features.request import OVER_BUDGET, Budget
 from lamina.serving import page, schema
-from lamina.serving.batcher import Allowance, Batcher, Busy
+from lamina.serving.batcher import SMALL_ROWS, Allowance, Batcher, Busy
 from lamina.version import __version__
 
 log = logging.getLogger("lamina.serve")
@@ -41,6 +41,9 @@ class Settings:
     max_batch_rows: int = 256  # most rows merged into one Model.predict call
     fast_rows: int = FAST_ROWS  # a batch of at most this many rows takes Model.predict_rows (no DataFrame)
     batch_wait_ms: float = 2.0  # under concurrent load, how long a batch waits for more requests to join
+    # a request of at most this many rows (up to batcher.SMALL_ROWS), alone in the server, is predicted
+    # on the event loop when the model is fast (0: always through the batcher's thread)
+    inline_rows: int = SMALL_ROWS
     max_request_rows: int = 1000  # most rows in one request
     max_body_bytes: int = 10 * 2 ** 20  # largest request body (JSON or multipart, images included)
     max_waiting: int = 1000  # requests queued beyond this get 503
@@ -170,6 +173,7 @@ class Rows:
         self.row = schema.row_model(model, self.fields)
         self.request = schema.request_model(self.row, self.example)
         self.pool: ThreadPoolExecutor | None = None  # started and stopped with the app (its lifespan)
+        self.in_flight = 0  # /predict requests being read or predicted (the event loop's count: no lock)
         self.allowance = Allowance(max(settings.max_decoded_pixels, settings.max_request_pixels),
                                    max(settings.max_decoded_samples, settings.max_request_samples))
 
@@ -269,7 +273,8 @@ def _json(body: bytes):
     except ValueError as error:  # UnicodeDecodeError included
         raise schema.RequestProblem(f"the body is not valid UTF-8 JSON ({error}); send {{\"rows\": [{{...}}]}}",
                                     400) from None
-    if schema.nesting(text) > schema.MAX_NESTING:
+    # fewer brackets in all than the limit cannot nest deeper than it: a small body needs no scan
+    if text.count("[") + text.count("{") > schema.MAX_NESTING and schema.nesting(text) > schema.MAX_NESTING:
         raise too_deep
     return data
 
@@ -280,6 +285,14 @@ def _problem(error: schema.RequestProblem) -> JSONResponse:
 
 def _busy(error: Busy) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "1"})
+
+
+def _now(batcher: Batcher, rows: list) -> list[dict] | None:
+    """batcher.run_now(rows), with a DataError (the data does not fit the model) as the client's problem."""
+    try:
+        return batcher.run_now(rows)
+    except DataError as error:
+        raise schema.RequestProblem(str(error)) from None
 
 
 async def _predicted(future) -> list[dict]:
@@ -293,7 +306,8 @@ def create_app(model, folder: str, settings: Settings | None = None) -> FastAPI:
     """The FastAPI app serving `model` (a loaded lamina.Model); `folder` names it in /metadata."""
     settings = settings or Settings()
     rows = Rows(model, settings)
-    batcher = Batcher(rows.predict, settings.max_batch_rows, settings.batch_wait_ms / 1000, settings.max_waiting)
+    batcher = Batcher(rows.predict, settings.max_batch_rows, settings.batch_wait_ms / 1000, settings.max_waiting,
+                      settings.inline_rows)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -348,13 +362,25 @@ def _add_routes(app: FastAPI, model, folder: str, rows: Rows) -> None:
 
     @app.post("/predict", openapi_extra=_body_schema("PredictRequest"))
     async def predict(request: Request) -> JSONResponse:
+        batcher = app.state.batcher
+        rows.in_flight += 1
         try:
             async with rows.read(request) as validated:
-                predictions = await _predicted(app.state.batcher.submit(validated))
+                now = None
+                if rows.in_flight == 1 and not rows.files:
+                    # requests that arrived with this one start in this turn of the event loop: let them
+                    # count themselves in before deciding that this one is alone
+                    await asyncio.sleep(0)
+                    # alone, a few plain rows, a fast model, the worker idle: predicted right here (no
+                    # hand-over to the worker thread and back); else queued, to be batched with the others
+                    now = _now(batcher, validated) if rows.in_flight == 1 else None
+                predictions = now if now is not None else await _predicted(batcher.submit(validated))
         except schema.RequestProblem as error:
             return _problem(error)
         except Busy as error:
             return _busy(error)
+        finally:
+            rows.in_flight -= 1
         return JSONResponse({"predictions": predictions})
 
 
