@@ -68,7 +68,7 @@ def isolation_forest(config: lamina.Config, frame: pd.DataFrame, parts: dict, se
 
 def boosting(config: lamina.Config, frame: pd.DataFrame, parts: dict, seed: int) -> tuple[dict, float]:
     """scikit-learn's HistGradientBoostingClassifier on the attack type; score = 1 - P(normal)."""
-    training, validation = frame.iloc[parts["train"]], frame.iloc[parts["validation"]]
+    training = frame.iloc[parts["train"]]
     began = time.perf_counter()
     with threadpool_limits(limits=torch.get_num_threads()):
         features = baseline.ClassicFeatures(config.inputs, baseline.TREE, seed).fit(training)

@@ -5,8 +5,8 @@ boosting or a linear model, chosen on the validation rows) is fitted on that spl
 row per data set: the test metric (the output's main metric) and wall time of each, and the two gaps.
 
 A data set's split is the example's `split:` (a column split, a ratio), given to the zero config too
-(init-config itself takes a column named split as the split). Sets whose task init-config cannot set up (text generation, translation,
-object detection, ranking: they need options only a person knows) are skipped with the reason.
+(init-config itself takes a column named split as the split). Sets whose task init-config cannot set up
+(object detection, ranking: they need options only a person knows) are skipped with the reason.
 
     python benchmarks/zero_config.py --sets japanese_vowels,basic_motions --threads 1
     python benchmarks/zero_config.py --sets card_transactions --max-rows 50000   # a sample of the rows
@@ -26,8 +26,6 @@ import pandas as pd
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SKIPPED = {  # task -> why init-config + train does not apply
-    "text generation": "a generated text output needs a decoder's options (init-config infers inputs and classes)",
-    "translation": "a generated text output needs a decoder's options (init-config infers inputs and classes)",
     "object detection": "boxes need the image's size and classes; init-config does not infer a boxes output",
     "recommendation (ranking)": "a ranking needs the user and item roles and a time split, which only a person knows",
 }

@@ -2,6 +2,7 @@
 column (its `sniff`, on a bounded sample), the most confident one wins, and the target becomes the output."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -9,12 +10,18 @@ import pandas as pd
 
 from lamina import features
 from lamina.data import SPLIT_NAMES
+from lamina.datasets import BOOKKEEPING
 from lamina.errors import DataError, did_you_mean
 from lamina.features.base import Column, Sniff
 from lamina.features.common import describe_cell, missing_mask
 
 SAMPLE_ROWS = 10_000  # rows of a table looked at: the first ones of a file (never the whole of a large one)
 CLOSE = 0.15  # a runner-up this near the winner's confidence is named beside it
+# A table trains for at least MIN_STEPS optimizer steps (30 epochs of 30 batches), within 30 to MAX_EPOCHS
+# epochs: a few hundred rows make a handful of steps an epoch (see training_defaults)
+MIN_STEPS = 900
+MAX_EPOCHS = 60
+TRAINING_SHARE = 0.8  # of a table without a split column: the train share of the default split
 
 
 @dataclass
@@ -38,14 +45,15 @@ class Choice:
         return text
 
 
-def sniff_column(column: pd.Series, is_target: bool) -> Choice:
+def sniff_column(column: pd.Series, is_target: bool, outputs: dict[str, str] | None = None) -> Choice:
     """Ask every registered type that can take this role (input, or output for the target) about the
-    column; the most confident answer wins, the registry's order breaking ties."""
+    column; the most confident answer wins, the registry's order breaking ties. `outputs`: of an input,
+    the types chosen for the targets by name (a text input beside a generated text is read otherwise)."""
     name = str(column.name)
     present = column[~missing_mask(column)].reset_index(drop=True)
     if present.empty:
         return Choice(name, None, "empty")
-    facts = Column(name, present, len(column), is_target)
+    facts = Column(name, present, len(column), is_target, dict(outputs or {}))
     if facts.distinct <= 1 and present.map(lambda value: np.ndim(value) == 0).all():
         return Choice(name, None, "constant")
     if facts.grouped_numbers:
@@ -80,12 +88,19 @@ def infer_config(frame: pd.DataFrame, targets: list[str]) -> tuple[dict, list[st
     sample = frame.head(SAMPLE_ROWS)
     inputs, outputs, notes = [], [], []
     split = split_column(sample, targets)
+    bookkeeping = frame.attrs.get(BOOKKEEPING, {})  # a named data set's columns that no model is given
+    # the targets first: how an input is best read may depend on what is predicted from it
+    chosen = {target: sniff_column(sample[target].rename(str(target)), True) for target in targets}
+    kinds = {str(target): choice.type for target, choice in chosen.items() if choice.type is not None}
     for column in sample.columns:
         is_target = column in targets
         if column == split:
             notes.append(f"'{column}': the split (every row train, validation or test)")
             continue
-        choice = sniff_column(sample[column].rename(str(column)), is_target)
+        if column in bookkeeping and not is_target:
+            notes.append(f"'{column}': left out: bookkeeping column of the data set ({bookkeeping[column]})")
+            continue
+        choice = chosen[column] if is_target else sniff_column(sample[column].rename(str(column)), False, kinds)
         notes.append(choice.line())
         if choice.type is None:
             if is_target:
@@ -94,19 +109,64 @@ def infer_config(frame: pd.DataFrame, targets: list[str]) -> tuple[dict, list[st
         (outputs if is_target else inputs).append({"name": str(column), "type": choice.type, **choice.options})
     if not inputs:
         raise DataError("no usable input columns were found beside the target")
-    config = {"inputs": inputs, "hidden": {"layers": 3, "size": 256, "dropout": 0.1}, "outputs": outputs,
-              "training": {"epochs": 30, "batch_size": batch_size(len(frame)), "learning_rate": "auto"}}
+    hidden, training, note = suggested_settings(inputs, len(frame))
+    notes += [note] if note else []
+    config = {"inputs": inputs, "hidden": {"layers": 3, "size": 256, "dropout": 0.1, **hidden}, "outputs": outputs,
+              "training": training_defaults(training_rows(frame, split), training)}
     if split is not None:
         config["split"] = {"method": "column", "column": split}
     return config, notes
 
 
+def suggested_settings(inputs: list[dict], rows: int) -> tuple[dict, dict, str]:
+    """What each input's type `suggests` for a table of `rows` rows: more of its options (added to its
+    entry in place; the sniffed ones win), and the hidden and training keys of the first input that
+    suggests any (an image's CNN and epochs), with a line saying which input set them ("" for none)."""
+    hidden, training, note = {}, {}, ""
+    for entry in inputs:
+        options = {key: value for key, value in entry.items() if key not in ("name", "type")}
+        suggestion = features.REGISTRY[entry["type"]].Feature.suggests(options, rows)
+        for key, value in suggestion.get("options", {}).items():
+            entry.setdefault(key, value)
+        if not note and (suggestion.get("hidden") or suggestion.get("training")):
+            hidden, training = dict(suggestion.get("hidden", {})), dict(suggestion.get("training", {}))
+            settings = ", ".join(f"{key} {value}" for key, value in {**hidden, **training}.items())
+            note = f"hidden layers and training as the {entry['type']} input '{entry['name']}' suggests ({settings})"
+    return hidden, training, note
+
+
+def training_rows(frame: pd.DataFrame, split: str | None) -> int:
+    """The rows of the frame that training reads: those its split column marks train, else the default
+    split's TRAINING_SHARE."""
+    if split is None:
+        return max(1, round(len(frame) * TRAINING_SHARE))
+    return int(frame[split].astype(str).str.strip().str.lower().map(SPLIT_NAMES).eq("train").sum())
+
+
+def training_defaults(rows: int, suggested: dict | None = None) -> dict:
+    """The training init-config writes for `rows` training rows: batches of batch_size(rows), as many
+    epochs (30 to MAX_EPOCHS) as make MIN_STEPS optimizer steps, and early stopping that waits the whole
+    run (patience = epochs), keeping the epoch of least validation loss. Under the one-cycle schedule
+    that epoch comes as the rate anneals, after a stretch of high rates in which the validation loss
+    rises, which a patience of 5 took for the end: japanese_vowels (243 training rows) stopped at epoch
+    15 of 30; run to the end of 60 epochs its least validation loss came at epochs 46 to 58 for seeds
+    0-4. reacher_demonstrations stopped at epoch 21 of 30 (test RMSE 0.039; run to the end 0.034), and
+    adult's 10,000-row sample kept the same epoch either way (docs/benchmarks.md, section 20). A type's
+    suggested training (an image's epochs and batches, which fit its files) replaces batches and
+    epochs, and keeps the default patience."""
+    if suggested:
+        return {"epochs": 30, "batch_size": batch_size(rows), "learning_rate": "auto", **suggested}
+    batch = batch_size(rows)
+    epochs = min(MAX_EPOCHS, max(30, math.ceil(MIN_STEPS / math.ceil(max(rows, 1) / batch))))
+    return {"epochs": epochs, "batch_size": batch, "learning_rate": "auto", "early_stopping": {"patience": epochs}}
+
+
 def batch_size(rows: int) -> int:
-    """256, or for a small table the largest power of two up to rows / 20 (at least 16): a few hundred
-    rows in batches of 256 make one step per epoch, too few for 30 epochs to train (japanese_vowels, 270
+    """256, or for a small set the largest power of two up to `rows` (training rows) / 16, at least 16:
+    a few hundred rows in batches of 256 make one step per epoch, too few to train (japanese_vowels, 243
     training rows: test accuracy 0.851 to 0.981 over seeds 0-2 in batches of 256, 0.978 to 0.987 in
     batches of 32; docs/benchmarks.md, section 20)."""
-    return int(min(256, max(16, 2 ** int(np.log2(max(rows, 1) / 20)))))
+    return int(min(256, max(16, 2 ** int(np.log2(max(rows, 1) / 16)))))
 
 
 def split_column(frame: pd.DataFrame, targets: list[str]) -> str | None:

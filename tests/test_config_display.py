@@ -91,7 +91,7 @@ def test_adult_example_saves_a_readable_config(tmp_path):
     lamina.Model(raw).fit(frame, output_dir=tmp_path / "adult", quiet=True)
     saved = yaml.safe_load((tmp_path / "adult" / "config.yaml").read_text())
     numbers = {item["name"]: item for item in saved["inputs"] if item["type"] == "number"}
-    assert numbers["education_num"]["encoding"] == "bins" and numbers["education_num"]["bins"] == 16
+    assert numbers["education_num"]["encoding"] == "bins" and numbers["education_num"]["bins"] == 48
     assert not {"sigma", "frequencies", "fill_value", "loss"} & set(numbers["education_num"])
     assert numbers["age"]["sigma"] == 30 and numbers["age"]["frequencies"] == 48  # set: periodic
     assert not {"fill_value", "loss", "bins"} & set(numbers["age"])

@@ -223,7 +223,7 @@ def grouped_and_alone(network, inputs: dict) -> tuple[torch.Tensor, torch.Tensor
 
 def test_grouped_encoders_give_the_outputs_of_the_encoders_alone():
     from lamina.data import tensors
-    from lamina.features import number
+    from lamina.features import number_block
 
     model, frame = mixed_model()
     network = model.network_.eval()
@@ -242,7 +242,7 @@ def test_grouped_encoders_give_the_outputs_of_the_encoders_alone():
     one_row = {name: values[:1] for name, values in inputs.items()}
     torch.testing.assert_close(*grouped_and_alone(network, one_row), rtol=1e-5, atol=1e-5)
     many = tensors(pd.concat([unseen] * 5, ignore_index=True), model.inputs_)["inputs"]
-    assert len(many["age"]) > number.GROUPED_ROWS  # above it, wide encodings run member by member
+    assert len(many["age"]) > number_block.GROUPED_ROWS  # above it, wide encodings run member by member
     torch.testing.assert_close(*grouped_and_alone(network, many), rtol=1e-5, atol=1e-5)
     # gradients reach the members' weights through a block: the same as through the encoders (eval mode:
     # no dropout draws)

@@ -21,6 +21,12 @@ SETS = {
     "reacher_demonstrations": ("Reacher-v5", 200, 0.2, 0.0),
     "reacher_noisy_demonstrations": ("Reacher-v5", 200, 0.0, 0.5),
 }
+# Columns of every set that record the run, not what the policy sees: a policy acting in its environment
+# (lamina rollout) is fed the observation alone, so a model that also reads these could not act. The step
+# number would be known when acting, but rollout does not feed it; declare it in a config to try it.
+BOOKKEEPING = {"episode": "which recorded episode the row is from; a policy acting is fed the observation alone",
+               "step": "the row's position in its episode; a policy acting is fed the observation alone",
+               "reward": "the reward the action earned, known only after acting"}
 
 
 def cache_file(name: str, seed: int = 0) -> Path:

@@ -25,6 +25,12 @@ ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "
 CLIPS_PER_WORD = 200
 VALIDATION_SHARE = 0.15
 CACHE_NAME = "spoken_digits_synthetic-v1"  # bump the version when the generation changes
+# Columns that say how a clip was made, not what a model hears: `lamina init-config` leaves them out
+BOOKKEEPING = {"word": "the digit written as a word: the answer itself",
+               "voice": "the espeak-ng voice that made the clip; a real recording has none",
+               "speed": "the espeak-ng speed that made the clip; a real recording has none",
+               "pitch": "the espeak-ng pitch that made the clip; a real recording has none",
+               "source": "synthetic or real: it marks the test rows, which are the real recordings"}
 
 
 def cache_folder() -> Path:

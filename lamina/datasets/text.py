@@ -36,6 +36,10 @@ CHATBOT_WHEEL = ("https://files.pythonhosted.org/packages/py2.py3/c/chatterbot-c
 # bible_en_es: two SWORD modules read with diatheke, joined on (book, chapter, verse)
 BIBLE_MODULES = {"english": "engWEB2015eb", "spanish": "spaRV1909eb"}
 BIBLE_INSTALL = "apt-get install -y diatheke sword-text-web sword-text-sparv  (Debian, as root)"
+# the verse's reference: where it stands, not what it says; a translator is given the English text alone
+BIBLE_BOOKKEEPING = {"book": "the verse's book: a translator is given the English text alone",
+                     "chapter": "the verse's chapter number: a translator is given the English text alone",
+                     "verse": "the verse number: a translator is given the English text alone"}
 BIBLE_RANGE = "Genesis 1:1-Revelation 22:21"
 SWORD_MODULES = Path("/usr/share/sword/modules/texts/ztext")  # where Debian's sword-text-* packages put them
 BIBLE_CACHE_NAME = "bible_en_es-v1.parquet"  # bump the version when the extraction changes

@@ -20,7 +20,8 @@ Feature (every input)
   fast path    encode_rows(values) a few rows' plain cells (a list) as transform's tensor, without pandas
                [transform of a Series]; prepare() lookup tables built once from stats, read by prepared() [None]
   init-config  sniff(column), a classmethod: a Sniff (confidence, options, reason) when a bounded sample
-               of a column (a Column) looks like this type's data [None: never inferred]
+               of a column (a Column) looks like this type's data [None: never inferred]; suggests(options,
+               rows), a classmethod: more of its options, hidden and training keys that suit it [{}]
   network      encoder() [required]: (B, ...) -> (B, output_size); block() a module computing a group of
                such encoders at once [None]; gives_memory() token states for a decoder [False];
                gives_map(encoder) a spatial feature map for a locating head [None];
@@ -180,6 +181,16 @@ class Feature:
         registry's types are all asked and the most confident wins, so a new type takes part by
         defining this. Default: None."""
         return None
+
+    @classmethod
+    def suggests(cls, options: dict, rows: int) -> dict:
+        """What init-config writes beside a column that sniffed as this type with `options`, in a table
+        of `rows` rows: a dict with any of "options" (more of this input's options; the sniffed ones win),
+        "hidden" and "training" (keys of the config's hidden layers and training that suit a network
+        reading this kind of input, e.g. an image's CNN sized for its pixels and epochs for its rows).
+        The first input, in the table's order, that suggests hidden or training keys sets them over
+        init-config's generic ones. Default: {} (the generic ones)."""
+        return {}
 
     def time_values(self, column: pd.Series) -> np.ndarray | None:
         """The column as times in seconds (N,) float64, parsed as this feature reads them, when

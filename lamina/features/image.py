@@ -26,7 +26,8 @@ from lamina.features.columns import LazyColumn
 from lamina.features.common import Unreadable, decode_cells, describe_cell, tensor_entry
 from lamina.features.files import first_line
 from lamina.features.image_defaults import (  # noqa: F401 - the folder defaults, also read as image.X
-    CNN_DEFAULT, FOLDER_OUTPUT, FOLDER_TRAINING, PRETRAINED_MIN_SIDE, folder_config, folder_training, infer_options)
+    CNN_DEFAULT, FOLDER_OUTPUT, FOLDER_TRAINING, PRETRAINED_MIN_SIDE, folder_config, folder_training, infer_options,
+    suggested_settings)
 from lamina.features.image_dicom import looks_like_dicom, read_dicom, to_uint8
 from lamina.features.image_encoders import Encoder, read_weights
 from lamina.features.request import RequestField, Widget
@@ -290,6 +291,13 @@ class Feature(base.Feature):
         (by suffix): 0.95 with size and channels from the headers of a sample (infer_options), 0.8 when
         the files are not found from here (set root:)."""
         return sniff_images(column)
+
+    @classmethod
+    def suggests(cls, options: dict, rows: int) -> dict:
+        """The CNN sized for the images (fewer stages and shifts for tiny ones), one hidden layer for a small
+        set, and the training a folder of `rows` images with no config gets: a table's image column and a
+        folder take the same defaults (image_defaults.suggested_settings)."""
+        return suggested_settings(options, rows)
 
     def fit(self, column: pd.Series) -> None:
         """Per-channel mean and std of the training images (a seeded sample, see files.sampled_batches)."""
