@@ -45,15 +45,14 @@ class Choice:
         return text
 
 
-def sniff_column(column: pd.Series, is_target: bool, outputs: dict[str, str] | None = None) -> Choice:
+def sniff_column(column: pd.Series, is_target: bool) -> Choice:
     """Ask every registered type that can take this role (input, or output for the target) about the
-    column; the most confident answer wins, the registry's order breaking ties. `outputs`: of an input,
-    the types chosen for the targets by name (a text input beside a generated text is read otherwise)."""
+    column; the most confident answer wins, the registry's order breaking ties."""
     name = str(column.name)
     present = column[~missing_mask(column)].reset_index(drop=True)
     if present.empty:
         return Choice(name, None, "empty")
-    facts = Column(name, present, len(column), is_target, dict(outputs or {}))
+    facts = Column(name, present, len(column), is_target)
     if facts.distinct <= 1 and present.map(lambda value: np.ndim(value) == 0).all():
         return Choice(name, None, "constant")
     if facts.grouped_numbers:
@@ -89,9 +88,6 @@ def infer_config(frame: pd.DataFrame, targets: list[str]) -> tuple[dict, list[st
     inputs, outputs, notes = [], [], []
     split = split_column(sample, targets)
     bookkeeping = frame.attrs.get(BOOKKEEPING, {})  # a named data set's columns that no model is given
-    # the targets first: how an input is best read may depend on what is predicted from it
-    chosen = {target: sniff_column(sample[target].rename(str(target)), True) for target in targets}
-    kinds = {str(target): choice.type for target, choice in chosen.items() if choice.type is not None}
     for column in sample.columns:
         is_target = column in targets
         if column == split:
@@ -100,7 +96,7 @@ def infer_config(frame: pd.DataFrame, targets: list[str]) -> tuple[dict, list[st
         if column in bookkeeping and not is_target:
             notes.append(f"'{column}': left out: bookkeeping column of the data set ({bookkeeping[column]})")
             continue
-        choice = chosen[column] if is_target else sniff_column(sample[column].rename(str(column)), False, kinds)
+        choice = sniff_column(sample[column].rename(str(column)), is_target)
         notes.append(choice.line())
         if choice.type is None:
             if is_target:

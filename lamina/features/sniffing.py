@@ -32,7 +32,6 @@ class Column:
     values: pd.Series  # the sample's present cells (missing ones left out), in the file's order
     rows: int  # rows in the sample, missing cells included
     is_target: bool = False  # the column is to be predicted (an output)
-    outputs: dict[str, str] = field(default_factory=dict)  # of an input: the types chosen for the targets, by name
 
     @cached_property
     def strings(self) -> pd.Series:
