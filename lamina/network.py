@@ -32,11 +32,14 @@ class Block(nn.Module):
             self.folded.drop()
             return x + self.layer(x) if self.residual else self.layer(x)
         linear, norm, activation, _ = self.layer  # dropout is the identity here: two module calls fewer a row
-        folds = isinstance(norm, nn.BatchNorm1d) and not norm.training and norm.running_mean is not None \
-            and norm.weight is not None  # (batch-norm statistics are re-estimated with the norm in training mode)
-        sources = [linear.weight, linear.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var] \
-            if folds else []
-        folded = self.folded.get(sources, lambda: _fold(linear, norm)) if folds else self.folded.drop()
+        folded = None
+        # (batch-norm statistics are re-estimated with the norm alone in training mode: no fold then)
+        if isinstance(norm, nn.BatchNorm1d) and not norm.training and norm.running_mean is not None \
+                and norm.weight is not None:
+            sources = [linear.weight, linear.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var]
+            folded = self.folded.get(sources, lambda: _fold(linear, norm))
+        else:
+            self.folded.drop()
         if folded is not None:  # prediction: one linear map instead of a linear map and a batch norm
             y = activation(nn.functional.linear(x, *folded))
         else:
